@@ -1,0 +1,67 @@
+# sapphire-ops — the two commands on a fresh machine are `make deploy` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      ?= .venv
+PYTHON    ?= python3
+INVENTORY ?= inventories/local
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+PYTEST_ARGS ?=
+
+.PHONY: help setup venv collections packages kube vault deploy cluster validate down test lint unit integration molecule bench
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: venv collections packages kube vault ## Install everything (idempotent): .venv, collections, distro packages, Kubernetes binaries, local vault
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -r requirements.txt
+	@touch $@
+
+collections: venv
+	@$(VENV)/bin/python tools/check-collections
+
+packages:
+	@tools/setup-packages
+
+kube:
+	@tools/kube/build
+
+vault: venv
+	@$(VENV)/bin/python tools/local-vault
+
+deploy: setup ## The main job: the whole platform on the local default (deploy.yml on inventories/local)
+	ansible-playbook deploy.yml -i $(INVENTORY)
+
+cluster: setup ## Only the local Kubernetes control planes (local-primary, local-dr)
+	ansible-playbook playbooks/cluster.yml -i $(INVENTORY)
+
+validate: setup ## validate.yml on the local default
+	ansible-playbook validate.yml -i $(INVENTORY)
+
+down: venv ## Stop and remove the local default (clusters, servers, .local state)
+	ansible-playbook playbooks/cluster.yml -i $(INVENTORY) -e cluster_state=absent
+
+test: setup lint unit integration molecule ## Everything CI runs
+
+lint: venv
+	yamllint -s .
+	ansible-lint
+	ruff check .
+
+unit: venv
+	pytest -q tests/unit $(PYTEST_ARGS)
+
+integration: setup
+	pytest -q tests/integration $(PYTEST_ARGS)
+
+molecule: setup
+	tools/run-molecule
+
+bench: setup ## Benchmarks: deploy, re-deploy, validate for 6/60/300 agents vs kubectl
+	$(VENV)/bin/python bench/run.py
