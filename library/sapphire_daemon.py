@@ -128,18 +128,34 @@ def read_pid(pidfile: str) -> int:
         return 0
 
 
+def process_alive(pid: int) -> bool:
+    """Whether the pid is a live process (not gone, not a zombie)."""
+    if pid <= 0:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            state = handle.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def process_cmdline(pid: int) -> list[str] | None:
     """The argv of a live process, or None when there is no such process."""
-    if pid <= 0:
+    if not process_alive(pid):
         return None
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as handle:
-            raw = handle.read()
-    except OSError:
-        return None
-    if not raw:  # zombie
-        return None
-    return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
+    for _attempt in range(20):  # the cmdline reads empty for a moment while the process execs
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                raw = handle.read()
+        except OSError:
+            return None
+        if raw:
+            return [part.decode("utf-8", "replace") for part in raw.rstrip(b"\0").split(b"\0")]
+        if not process_alive(pid):
+            return None
+        time.sleep(0.05)
+    return None
 
 
 def port_open(host: str, port: int) -> bool:
@@ -213,7 +229,7 @@ def stop(pid: int, timeout: int) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process_cmdline(pid) is None:
+        if not process_alive(pid):
             return
         time.sleep(0.2)
     try:
@@ -259,7 +275,7 @@ def main() -> None:
             result.update(changed=True, action="stopped")
             if not module.check_mode:
                 stop(pid, params["stop_timeout"])
-                if process_cmdline(pid) is not None:
+                if process_alive(pid):
                     module.fail_json(msg=f"{name} (pid {pid}) did not stop", **result)
                 os.unlink(pidfile)
         module.exit_json(**result)
@@ -287,7 +303,7 @@ def main() -> None:
     port = params["wait_for_port"]
     deadline = time.monotonic() + params["wait_timeout"]
     while port:
-        if process_cmdline(new_pid) is None:
+        if not process_alive(new_pid):
             result["running"] = False
             module.fail_json(msg=f"{name} exited right after start; see {params['logfile']}",
                              log_tail=log_tail(params["logfile"]), **result)
@@ -302,7 +318,7 @@ def main() -> None:
         time.sleep(0.2)
     if not port:
         time.sleep(0.3)
-        if process_cmdline(new_pid) is None:
+        if not process_alive(new_pid):
             result["running"] = False
             module.fail_json(msg=f"{name} exited right after start; see {params['logfile']}",
                              log_tail=log_tail(params["logfile"]), **result)
