@@ -104,6 +104,178 @@ def container_security_context(read_only_root: bool = True) -> dict[str, Any]:
             "seccompProfile": {"type": "RuntimeDefault"}}
 
 
+def missing_node_pools(nodes: list[dict[str, Any]], pools: list[dict[str, Any]]) -> list[str]:
+    """Filter: sentences naming what the cluster's nodes lack of the declared node pools."""
+    missing: list[str] = []
+    for pool in pools:
+        labels = pool.get("labels") or {}
+        members = [node for node in nodes
+                   if all((node.get("metadata", {}).get("labels") or {}).get(k) == str(v) for k, v in labels.items())]
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        if not members:
+            missing.append(f"node pool '{pool['name']}' has no node labelled {selector}")
+            continue
+        for taint in pool.get("taints") or []:
+            lacking = [node["metadata"]["name"] for node in members
+                       if not any(t.get("key") == taint["key"] and t.get("effect") == taint["effect"]
+                                  and t.get("value", "") == taint.get("value", "")
+                                  for t in node.get("spec", {}).get("taints") or [])]
+            if lacking:
+                missing.append(f"node pool '{pool['name']}': nodes {', '.join(lacking)} lack the taint "
+                               f"{taint['key']}={taint.get('value', '')}:{taint['effect']}")
+        accelerator = pool.get("accelerator")
+        if accelerator:
+            offering = [node for node in members
+                        if parse_quantity((node.get("status", {}).get("allocatable") or {})
+                                          .get(accelerator["resource"], 0)) >= Decimal(str(accelerator["count"]))]
+            if not offering:
+                missing.append(f"node pool '{pool['name']}': no node advertises {accelerator['count']} "
+                               f"{accelerator['resource']} allocatable")
+    return missing
+
+
+def default_storage_classes(storage_classes: list[dict[str, Any]]) -> list[str]:
+    """Filter: names of the StorageClasses annotated as the cluster default."""
+    keys = ("storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class")
+    return [sc["metadata"]["name"] for sc in storage_classes
+            if any((sc["metadata"].get("annotations") or {}).get(key) == "true" for key in keys)]
+
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_TIER_KEYS = ("cpu", "memory", "cpu_limit", "memory_limit")
+
+
+def tier_problems(agent_tiers: dict[str, Any]) -> list[str]:
+    """Filter: sentences naming what is wrong in agent_tiers (quantities, requests above limits)."""
+    problems: list[str] = []
+    if not isinstance(agent_tiers, dict) or not agent_tiers:
+        return ["agent_tiers must be a non-empty mapping of tier name to {cpu, memory, cpu_limit, memory_limit}"]
+    for name, tier in agent_tiers.items():
+        where = f"agent_tiers.{name}"
+        if not isinstance(tier, dict):
+            problems.append(f"{where} must be a mapping with cpu, memory, cpu_limit and memory_limit")
+            continue
+        for key in _TIER_KEYS:
+            if key not in tier:
+                problems.append(f"{where}.{key} is missing")
+            elif not is_quantity(tier[key]):
+                problems.append(f"{where}.{key} '{tier[key]}' is not a Kubernetes quantity (e.g. 300m, 384Mi, 1.5Gi)")
+        for request, limit in (("cpu", "cpu_limit"), ("memory", "memory_limit")):
+            if is_quantity(tier.get(request)) and is_quantity(tier.get(limit)) \
+                    and parse_quantity(tier[request]) > parse_quantity(tier[limit]):
+                problems.append(f"{where}.{request} {tier[request]} is above its limit {where}.{limit} {tier[limit]}")
+        accelerator = tier.get("accelerator")
+        if accelerator is not None:
+            if not isinstance(accelerator, dict) or not accelerator.get("resource"):
+                problems.append(f"{where}.accelerator needs a resource (google.com/tpu or nvidia.com/gpu) and a count")
+            elif not isinstance(accelerator.get("count"), int) or isinstance(accelerator.get("count"), bool) \
+                    or accelerator["count"] < 1:
+                problems.append(f"{where}.accelerator.count must be a whole number of devices >= 1")
+    return problems
+
+
+def ensemble_problems(trading_agents: list[Any], agent_tiers: dict[str, Any]) -> list[str]:
+    """Filter: sentences naming what is wrong in trading_agents, each naming the entry and field."""
+    problems: list[str] = []
+    if not isinstance(trading_agents, list):
+        return ["trading_agents must be a list of {name, strategy, tier, replicas}"]
+    tiers = sorted(agent_tiers) if isinstance(agent_tiers, dict) else []
+    seen: dict[str, int] = {}
+    for index, agent in enumerate(trading_agents):
+        where = f"trading_agents[{index}]"
+        if not isinstance(agent, dict):
+            problems.append(f"{where} must be a mapping with name, strategy, tier and replicas")
+            continue
+        name = agent.get("name")
+        label = f"{where} ({name})" if name else where
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}.name is missing")
+        elif len(name) > 63:
+            problems.append(f"{label}.name is {len(name)} characters long; Kubernetes names allow at most 63")
+        elif not _DNS1123_LABEL.match(name):
+            problems.append(f"{label}.name '{name}' is not a DNS-1123 label (lower-case letters, digits and '-', "
+                            "starting and ending with a letter or digit)")
+        if isinstance(name, str) and name:
+            if name in seen:
+                problems.append(f"{label}.name '{name}' duplicates trading_agents[{seen[name]}]")
+            else:
+                seen[name] = index
+        tier = agent.get("tier")
+        if tier not in tiers:
+            problems.append(f"{label}.tier '{tier}' is not one of agent_tiers: {', '.join(tiers)}")
+        replicas = agent.get("replicas", 1)
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            problems.append(f"{label}.replicas '{replicas}' must be a whole number >= 0")
+        if not agent.get("strategy"):
+            problems.append(f"{label}.strategy is missing")
+    return problems
+
+
+def _add(totals: dict[str, Decimal], key: str, amount: Decimal) -> None:
+    totals[key] = totals.get(key, Decimal(0)) + amount
+
+
+def ensemble_needs(trading_agents: list[dict[str, Any]], agent_tiers: dict[str, Any],
+                   workloads: list[dict[str, Any]] | None = None, scale_to_zero: bool = False) -> dict[str, float]:
+    """Filter: what the ensemble plus other workloads request, per quota resource name.
+
+    workloads: [{name, replicas, cpu, memory, cpu_limit, memory_limit, storage?, accelerator?}] for the
+    coordinator and in-cluster data services.
+    """
+    totals: dict[str, Decimal] = {}
+    rows = list(workloads or [])
+    for agent in trading_agents:
+        tier = agent_tiers[agent["tier"]]
+        rows.append({**tier, "name": agent["name"], "replicas": 0 if scale_to_zero else agent.get("replicas", 1)})
+    for row in rows:
+        replicas = Decimal(int(row.get("replicas", 1)))
+        _add(totals, "pods", replicas)
+        _add(totals, "requests.cpu", replicas * parse_quantity(row["cpu"]))
+        _add(totals, "requests.memory", replicas * parse_quantity(row["memory"]))
+        _add(totals, "limits.cpu", replicas * parse_quantity(row.get("cpu_limit", row["cpu"])))
+        _add(totals, "limits.memory", replicas * parse_quantity(row.get("memory_limit", row["memory"])))
+        if row.get("storage"):
+            _add(totals, "requests.storage", parse_quantity(row["storage"]))
+            _add(totals, "persistentvolumeclaims", Decimal(1))
+        accelerator = row.get("accelerator")
+        if accelerator:
+            _add(totals, "requests." + accelerator["resource"], replicas * Decimal(int(accelerator["count"])))
+    return {key: float(value) for key, value in totals.items()}
+
+
+def quota_shortfalls(needs: dict[str, float], quota: dict[str, Any]) -> list[dict[str, Any]]:
+    """Filter: rows {resource, needed, limit, ok} comparing needs with a ResourceQuota's hard limits."""
+    rows = []
+    for resource, needed in sorted(needs.items()):
+        if resource not in quota:
+            continue
+        limit = float(parse_quantity(quota[resource]))
+        rows.append({"resource": resource, "needed": format_quantity(needed, resource),
+                     "limit": format_quantity(limit, resource), "ok": needed <= limit})
+    return rows
+
+
+def needs_table(rows: list[dict[str, Any]]) -> str:
+    """Filter: a plain-text needs-vs-limits table for failure messages."""
+    lines = [f"{'resource':<28} {'needed':>12} {'limit':>12}  verdict"]
+    for row in rows:
+        lines.append(f"{row['resource']:<28} {row['needed']:>12} {row['limit']:>12}  "
+                     f"{'ok' if row['ok'] else 'SHORT'}")
+    return "\n".join(lines)
+
+
+def node_capacity(nodes: list[dict[str, Any]]) -> dict[str, float]:
+    """Filter: allocatable cpu, memory, pods and extended resources summed over Ready, schedulable nodes."""
+    totals: dict[str, Decimal] = {}
+    for node in nodes:
+        if node.get("spec", {}).get("unschedulable"):
+            continue
+        for resource, value in (node.get("status", {}).get("allocatable") or {}).items():
+            key = resource if resource == "pods" else f"requests.{resource}"
+            _add(totals, key, parse_quantity(value))
+    return {key: float(value) for key, value in totals.items()}
+
+
 class FilterModule:
     """sapphire-ops filters."""
 
@@ -116,4 +288,12 @@ class FilterModule:
             "sapphire_selector": sapphire_selector,
             "sapphire_pod_security_context": pod_security_context,
             "sapphire_container_security_context": container_security_context,
+            "sapphire_missing_node_pools": missing_node_pools,
+            "sapphire_default_storage_classes": default_storage_classes,
+            "sapphire_tier_problems": tier_problems,
+            "sapphire_ensemble_problems": ensemble_problems,
+            "sapphire_ensemble_needs": ensemble_needs,
+            "sapphire_quota_shortfalls": quota_shortfalls,
+            "sapphire_needs_table": needs_table,
+            "sapphire_node_capacity": node_capacity,
         }

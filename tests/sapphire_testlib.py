@@ -1,0 +1,131 @@
+"""Test helpers shared by every test directory: running playbooks, reaching the local clusters.
+
+Import from here (`from sapphire_testlib import run_playbook`); conftest.py only holds fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+LOCAL_INVENTORY = REPO_ROOT / "inventories" / "local"
+
+
+@dataclass
+class PlaybookResult:
+    """What one ansible-playbook run did, parsed from the json callback."""
+
+    rc: int
+    stdout: str
+    stderr: str
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    plays: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def changed(self) -> int:
+        return sum(host.get("changed", 0) for host in self.stats.values())
+
+    @property
+    def failed(self) -> int:
+        return sum(host.get("failures", 0) + host.get("unreachable", 0) for host in self.stats.values())
+
+    def task_results(self, name: str) -> dict[str, dict[str, Any]]:
+        """Results per host of the last task called `name` (exact task name)."""
+        found: dict[str, dict[str, Any]] = {}
+        for play in self.plays:
+            for task in play.get("tasks", []):
+                if task["task"]["name"] == name:
+                    found = task["hosts"]
+        return found
+
+    def changed_tasks(self) -> list[str]:
+        names = []
+        for play in self.plays:
+            for task in play.get("tasks", []):
+                if any(result.get("changed") for result in task["hosts"].values()):
+                    names.append(task["task"]["name"])
+        return names
+
+    def failure_messages(self) -> list[str]:
+        messages = []
+        for play in self.plays:
+            for task in play.get("tasks", []):
+                for host, result in task["hosts"].items():
+                    if result.get("failed") or result.get("unreachable"):
+                        messages.append(f"{host}: {task['task']['name']}: {result.get('msg', '')}")
+        return messages
+
+    def explain(self) -> str:
+        """A short text for assertion messages."""
+        tail = self.stderr[-3000:]
+        return "\n".join(self.failure_messages()) + f"\n--- stderr tail ---\n{tail}"
+
+
+def run_playbook(playbook: str, inventory: str | Path = LOCAL_INVENTORY, *, extra_vars: dict[str, Any] | None = None,
+                 check: bool = False, diff: bool = False, limit: str | None = None, tags: str | None = None,
+                 verbosity: int = 0, env: dict[str, str] | None = None, json_output: bool = True,
+                 timeout: int = 1800) -> PlaybookResult:
+    """Run a playbook from the repository root the way an operator would."""
+    command = [str(VENV_BIN / "ansible-playbook"), playbook, "-i", str(inventory)]
+    if extra_vars:
+        command += ["-e", json.dumps(extra_vars)]
+    if check:
+        command.append("--check")
+    if diff:
+        command.append("--diff")
+    if limit:
+        command += ["--limit", limit]
+    if tags:
+        command += ["--tags", tags]
+    if verbosity:
+        command.append("-" + "v" * verbosity)
+    run_env = dict(os.environ)
+    run_env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
+    run_env["PATH"] = f"{VENV_BIN}{os.pathsep}{run_env.get('PATH', '')}"
+    if json_output:
+        run_env["ANSIBLE_STDOUT_CALLBACK"] = "ansible.posix.json"
+    run_env.update(env or {})
+    proc = subprocess.run(command, cwd=REPO_ROOT, env=run_env, capture_output=True, text=True, timeout=timeout)
+    result = PlaybookResult(rc=proc.returncode, stdout=proc.stdout, stderr=proc.stderr)
+    if json_output:
+        start = proc.stdout.find("{")
+        if start >= 0:
+            try:
+                data = json.loads(proc.stdout[start:])
+            except json.JSONDecodeError:
+                data = {}
+            result.stats = data.get("stats", {})
+            result.plays = data.get("plays", [])
+    return result
+
+
+@dataclass
+class LocalClusters:
+    kubeconfigs: dict[str, Path]
+
+    def kubectl(self, cluster: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kubectl = kube_binary("kubectl")
+        return subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfigs[cluster]), *args],
+                              capture_output=True, text=True, check=check, timeout=120)
+
+    def client(self, cluster: str):
+        """A kubernetes ApiClient for one cluster."""
+        from kubernetes import config
+
+        return config.new_client_from_config(config_file=str(self.kubeconfigs[cluster]))
+
+
+def kube_binary(name: str) -> Path:
+    """A binary of the pinned Kubernetes release, from the cache tools/kube/build fills."""
+    match = re.search(r"k8s\.io/kubernetes (v[0-9.]+)", (REPO_ROOT / "tools" / "kube" / "go.mod").read_text())
+    version = match.group(1) if match else "unknown"
+    cache = Path(os.environ.get("SAPPHIRE_CACHE", Path.home() / ".cache" / "sapphire-ops"))
+    return cache / "kube" / version / name
