@@ -1,0 +1,140 @@
+"""Heartbeats, circuit breakers, market data and risk: the trading-level checks, as pure functions."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from conftest import load_module
+
+heartbeat = load_module("sapphire_heartbeat_info")
+breaker = load_module("sapphire_circuit_breaker_info")
+market = load_module("sapphire_market_data_info")
+risk = load_module("sapphire_risk_info")
+
+NOW = 1_800_000_000.0
+HB_PARAMS = {"max_age": 60.0, "halt_status": "warn", "check_unexpected": True, "key_prefix": "sapphire"}
+AGENTS = [{"name": "momentum", "tier": "standard", "replicas": 2}, {"name": "scalping", "tier": "accelerated",
+                                                                     "replicas": 1},
+          {"name": "volatility", "tier": "standard", "replicas": 0}]
+
+
+def beat(age: float, **extra: str) -> dict[str, str]:
+    return {"ts": str(NOW - age), "status": "running", "tier": "standard", "version": "2026.11.0", **extra}
+
+
+@pytest.mark.parametrize(("agent", "data", "status", "phrase"), [
+    (AGENTS[0], beat(3), "ok", "alive"),
+    (AGENTS[0], beat(61), "fail", "stale"),
+    (AGENTS[0], {}, "fail", "no heartbeat"),
+    (AGENTS[0], beat(3, status="stopped"), "fail", "stopped"),
+    (AGENTS[0], beat(3, status="degraded"), "warn", "degraded"),
+    (AGENTS[1], beat(3), "warn", "configured for accelerated"),
+    (AGENTS[0], {"ts": "yesterday"}, "fail", "no valid ts"),
+    (AGENTS[2], {}, "skipped", "scaled to zero"),
+    (AGENTS[2], beat(3), "skipped", "scaled to zero"),
+])
+def test_heartbeat_per_agent(agent: dict[str, Any], data: dict[str, str], status: str, phrase: str) -> None:
+    check = heartbeat.check_agent(agent, data, NOW, 60.0)
+    assert check["status"] == status
+    assert phrase in check["msg"]
+    assert check["name"] == f"heartbeat:{agent['name']}"
+
+
+def test_heartbeat_lists_stale_missing_unexpected_and_tier_mismatch() -> None:
+    beats = {"momentum": beat(300), "scalping": beat(1, tier="standard")}
+    outcome = heartbeat.evaluate(AGENTS, beats, {"momentum", "scalping", "ghost"}, None, NOW, HB_PARAMS)
+    assert outcome["stale"] == ["momentum"]
+    assert outcome["missing"] == []
+    assert outcome["unexpected"] == ["ghost"]
+    assert outcome["tier_mismatch"] == [{"agent": "scalping", "configured": "accelerated", "reported": "standard"}]
+    names = {c["name"]: c["status"] for c in outcome["checks"]}
+    assert names["heartbeat_unexpected"] == "warn"
+    assert names["trading_halt"] == "ok"
+    missing = heartbeat.evaluate(AGENTS, {}, set(), None, NOW, HB_PARAMS)
+    assert missing["missing"] == ["momentum", "scalping"]
+
+
+@pytest.mark.parametrize(("raw", "status_param", "status", "phrase"), [
+    (None, "warn", "ok", "not halted"),
+    (json.dumps({"reason": "loss limit", "actor": "oncall", "ts": NOW}), "warn", "warn", "set by oncall"),
+    (json.dumps({"reason": "drill", "actor": "ci"}), "fail", "fail", "drill"),
+    ("plain text", "warn", "warn", "plain text"),
+])
+def test_halt_flag(raw: str | None, status_param: str, status: str, phrase: str) -> None:
+    check, halt = heartbeat.check_halt(raw, status_param)
+    assert check["status"] == status
+    assert phrase in check["msg"]
+    assert (halt is None) == (raw is None)
+
+
+@pytest.mark.parametrize(("data", "status", "phrase"), [
+    ({"state": "closed", "since": str(NOW - 10)}, "ok", "closed"),
+    ({"state": "open", "since": str(NOW - 90)}, "fail", "OPEN for 90s"),
+    ({"state": "half_open", "since": str(NOW - 5)}, "warn", "half-open"),
+    ({"state": "sideways"}, "warn", "unknown state"),
+])
+def test_circuit_breaker_states(data: dict[str, str], status: str, phrase: str) -> None:
+    check = breaker.check_breaker(breaker.describe_breaker("exchange", data, NOW), "warn")
+    assert check["status"] == status
+    assert phrase in check["msg"]
+
+
+def test_expected_breaker_missing_warns_and_none_registered_is_ok() -> None:
+    checks, _ = breaker.evaluate({"exchange": {"state": "closed", "since": "1"}}, ["exchange", "market_data"], NOW,
+                                 "warn")
+    assert {c["name"]: c["status"] for c in checks} == {"circuit:exchange": "ok", "circuit:market_data": "warn"}
+    checks, _ = breaker.evaluate({}, [], NOW, "warn")
+    assert checks[0]["status"] == "ok"
+
+
+MD_PARAMS = {"max_age": 300.0, "max_age_overrides": {"DOGE/USDT": 900}, "lookback": 86400.0}
+
+
+@pytest.mark.parametrize(("rows", "statuses"), [
+    ([("BTC/USDT", 2.0, "t")], ["ok"]),
+    ([("BTC/USDT", 301.0, "t")], ["fail"]),
+    ([("BTC/USDT", None, None)], ["fail"]),
+    ([("DOGE/USDT", 600.0, "t")], ["ok"]),
+    ([("DOGE/USDT", 901.0, "t"), ("BTC/USDT", 1.0, "t")], ["fail", "ok"]),
+    ([], ["fail"]),
+])
+def test_market_data_freshness_per_symbol(rows: list[tuple[str, float | None, str | None]],
+                                          statuses: list[str]) -> None:
+    assert [c["status"] for c in market.evaluate(rows, MD_PARAMS)] == statuses
+
+
+RISK_PARAMS = {"max_hourly_loss": 1000.0, "loss_window": 3600.0, "max_daily_loss_percent": 5.0,
+               "check_daily_loss": True}
+
+
+def test_loss_above_the_hourly_limit_fails_and_names_the_losers() -> None:
+    by_agent = [("scalping", -900.0), ("momentum", -200.0), ("pairs", 50.0)]
+    by_symbol = [("BTC/USDT", -1100.0), ("ETH/USDT", 50.0)]
+    check, total, agents, symbols = risk.check_window(by_agent, by_symbol, RISK_PARAMS)
+    assert check["status"] == "fail"
+    assert total == -1050.0
+    assert [a["agent"] for a in agents] == ["scalping", "momentum"]
+    assert symbols == [{"symbol": "BTC/USDT", "pnl": -1100.0}]
+    assert "scalping" in check["msg"]
+    assert "BTC/USDT" in check["msg"]
+
+
+@pytest.mark.parametrize(("pnl", "status"), [(-999.0, "ok"), (-1000.0, "ok"), (-1000.01, "fail"), (5000.0, "ok")])
+def test_hourly_loss_boundary(pnl: float, status: str) -> None:
+    assert risk.check_window([("a", pnl)], [("s", pnl)], RISK_PARAMS)[0]["status"] == status
+
+
+@pytest.mark.parametrize(("portfolio", "error", "status", "phrase"), [
+    ({"value": "96000", "day_open_value": "100000"}, None, "ok", "-4.00 %"),
+    ({"value": "94000", "day_open_value": "100000"}, None, "fail", "lost 6.00 %"),
+    ({}, None, "warn", "missing"),
+    ({"value": "x", "day_open_value": "100000"}, None, "warn", "lacks numeric"),
+    (None, "cannot connect", "fail", "cannot read the portfolio"),
+])
+def test_daily_loss_against_day_open_value(portfolio: dict[str, str] | None, error: str | None, status: str,
+                                           phrase: str) -> None:
+    check, _ = risk.check_daily(portfolio, RISK_PARAMS, error)
+    assert check["status"] == status
+    assert phrase in check["msg"]

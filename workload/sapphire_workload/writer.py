@@ -1,0 +1,145 @@
+"""One round of synthetic trading: heartbeats, trades, decisions, signals, portfolio, breakers."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from sapphire_workload.metrics import Registry
+
+LOG = logging.getLogger("sapphire_workload")
+
+DECISIONS = ("buy", "sell", "hold")
+SIGNALS = ("long", "short", "flat")
+BREAKERS = ("exchange", "market_data")
+BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
+# Session P&L is kept within this band (USD), so the workload alone can never breach
+# the loss limits (1000 USD per hour, 5 % per day): any window's loss is below 2 * band + 1.
+PNL_BAND = 50.0
+MAX_TRADE_PNL = 1.0
+INITIAL_PORTFOLIO_USD = 100000.0
+
+
+@dataclass
+class Agent:
+    name: str
+    strategy: str
+    tier: str
+    replicas: int
+
+
+@dataclass
+class WriterState:
+    session_pnl: float = 0.0
+    rounds: int = 0
+    last_round_ts: float = 0.0
+    last_error: str | None = None
+    recent_pnl: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, pnl) of the last hour
+
+
+def load_agents(data: Any) -> list[Agent]:
+    """Agents from the trading_agents shape; ValueError names the bad entry."""
+    if not isinstance(data, list):
+        raise ValueError("the agents file must hold a JSON list of {name, strategy, tier, replicas}")
+    agents = []
+    for index, item in enumerate(data):
+        if not isinstance(item, dict) or not item.get("name"):
+            raise ValueError(f"agents[{index}] has no name")
+        agents.append(Agent(name=str(item["name"]), strategy=str(item.get("strategy", item["name"])),
+                            tier=str(item.get("tier", "standard")), replicas=int(item.get("replicas", 1))))
+    return agents
+
+
+def next_pnl(rng: random.Random, session_pnl: float) -> float:
+    """A small realized P&L around zero that keeps the session inside the band."""
+    pnl = round(rng.uniform(-MAX_TRADE_PNL, MAX_TRADE_PNL), 4)
+    if session_pnl + pnl < -PNL_BAND or session_pnl + pnl > PNL_BAND:
+        pnl = -pnl
+    return pnl
+
+
+def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: list[str], release: str,
+                rng: random.Random, state: WriterState, metrics: Registry, now: float | None = None) -> None:
+    """Write one round; raises on a connection error (the caller reconnects)."""
+    now = time.time() if now is None else now
+    active = [agent for agent in agents if agent.replicas > 0]
+    pipe = redis_client.pipeline(transaction=False)
+    for agent in active:
+        pipe.hset(f"sapphire:agent:{agent.name}:heartbeat",
+                  mapping={"ts": f"{now:.3f}", "status": "running", "tier": agent.tier, "version": release})
+    for name in BREAKERS:
+        pipe.hsetnx(f"sapphire:circuit:{name}", "state", "closed")
+        pipe.hsetnx(f"sapphire:circuit:{name}", "since", f"{now:.3f}")
+    pipe.hgetall("sapphire:portfolio")
+    replies = pipe.execute()
+    portfolio = replies[-1] or {}
+
+    trades, decisions, signals = [], [], []
+    round_pnl = 0.0
+    for index, symbol in enumerate(symbols if active else []):
+        agent = active[(state.rounds + index) % len(active)]
+        pnl = next_pnl(rng, state.session_pnl + round_pnl)
+        round_pnl += pnl
+        price = round(rng.uniform(10, 60000), 4)
+        trades.append((symbol, agent.name, rng.choice(("buy", "sell")), round(rng.uniform(0.001, 1), 6), price, pnl,
+                       f"syn-{int(now * 1000)}-{index}"))
+        signal = rng.choice(SIGNALS)
+        signals.append((symbol, agent.name, signal, round(rng.uniform(0, 1), 3)))
+        metrics.inc("trading_signals_total", labels={"symbol": symbol, "signal": signal})
+        metrics.inc("sapphire_signals_total", labels={"agent": agent.name, "symbol": symbol, "signal": signal})
+        metrics.inc("trades_total", labels={"symbol": symbol})
+    for agent in active:
+        decisions.append((agent.name, rng.choice(symbols), rng.choice(DECISIONS), round(rng.uniform(0.5, 1), 3),
+                          f"synthetic {agent.strategy} decision"))
+    if pg_conn is not None and (trades or decisions):
+        with pg_conn.transaction(), pg_conn.cursor() as cursor:
+            if trades:
+                cursor.executemany("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, pnl, "
+                                   "order_id) VALUES (now(), %s, %s, %s, %s, %s, %s, %s)", trades)
+            if signals:
+                cursor.executemany("INSERT INTO signals (timestamp, symbol, agent_id, signal, strength) "
+                                   "VALUES (now(), %s, %s, %s, %s)", signals)
+            if decisions:
+                cursor.executemany("INSERT INTO agent_decisions (timestamp, agent_id, symbol, decision, confidence, "
+                                   "rationale) VALUES (now(), %s, %s, %s, %s, %s)", decisions)
+    state.session_pnl += round_pnl
+
+    # The value moves by increments (HINCRBYFLOAT), so a drill or an operator setting the portfolio
+    # is never overwritten by a stale read; day_open_value is reset once per UTC day.
+    today = time.strftime("%Y-%m-%d", time.gmtime(now))
+    try:
+        value = float(portfolio.get("value", ""))
+    except ValueError:
+        value = INITIAL_PORTFOLIO_USD
+        redis_client.hset("sapphire:portfolio", "value", f"{value:.4f}")
+    if portfolio.get("day") != today or "day_open_value" not in portfolio:
+        redis_client.hset("sapphire:portfolio", mapping={"day_open_value": f"{value:.4f}", "day": today})
+    value = float(redis_client.hincrbyfloat("sapphire:portfolio", "value", round(round_pnl, 4)))
+    redis_client.hset("sapphire:portfolio", "ts", f"{now:.3f}")
+    day_open = float(redis_client.hget("sapphire:portfolio", "day_open_value") or value)
+    state.recent_pnl.append((now, round_pnl))
+    while state.recent_pnl and state.recent_pnl[0][0] < now - 3600:
+        state.recent_pnl.popleft()
+    metrics.set("portfolio_value", value)
+    metrics.set("sapphire_portfolio_value_usd", value)
+    metrics.set("sapphire_portfolio_day_open_value_usd", day_open)
+    metrics.set("sapphire_realized_pnl_1h_usd", round(sum(pnl for _, pnl in state.recent_pnl), 4))
+    for agent in agents:
+        labels = {"agent": agent.name, "tier": agent.tier}
+        metrics.set("agent_activity_score", 1.0 if agent.replicas > 0 else 0.0, labels=labels)
+        if agent.replicas > 0:
+            metrics.set("sapphire_agent_last_heartbeat_timestamp_seconds", now, labels=labels)
+    breakers = redis_client.pipeline(transaction=False)
+    for name in BREAKERS:
+        breakers.hget(f"sapphire:circuit:{name}", "state")
+    for name, breaker_state in zip(BREAKERS, breakers.execute(), strict=True):
+        code = BREAKER_VALUE.get(breaker_state or "closed", 2)
+        metrics.set("circuit_breaker_state", code, labels={"name": name})
+        metrics.set("sapphire_circuit_breaker_state", code, labels={"name": name})
+    state.rounds += 1
+    state.last_round_ts = now
+    state.last_error = None
