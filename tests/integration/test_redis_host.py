@@ -1,0 +1,295 @@
+"""redis role, host mode: a real primary and replica from the distribution's redis-server.
+
+One pair per module on free loopback ports (never the local default's 16379/16380), converged
+once with molecule/redis/converge.yml on a temporary inventory; the tests then check what an
+operator relies on: sockets and process user, the seed-001 settings in effect, the replica
+linked and replicating, idempotence (also after CONFIG REWRITE), an honest and secret-free
+--check --diff, and bad input rejected before anything is written.
+
+The instances' directory is a mkdtemp() under /tmp made traversable (0711): pytest's own
+tmp_path lives below /tmp/pytest-of-root (0700), which the `redis` user cannot enter, and the
+role refuses such a directory in its preflight (tested below).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import testinfra
+import yaml
+
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
+
+CONVERGE = "molecule/redis/converge.yml"
+RESERVED_PORTS = {16379, 16380, 26379, 26380}
+
+if not Path("/usr/bin/redis-server").exists():
+    pytest.skip("redis-server is not installed (make setup / tools/setup-packages)", allow_module_level=True)
+
+
+def free_port(exclude: set[int]) -> int:
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in exclude and port not in RESERVED_PORTS:
+            return port
+
+
+def write_inventory(path: Path, local_dir: Path, password: str, hosts: dict[str, dict[str, Any]]) -> Path:
+    inventory = {"all": {
+        "children": {"redis_hosts": {"hosts": hosts}},
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+                 "redis_mode": "host", "sapphire_local_dir": str(local_dir), "redis_password": password},
+    }}
+    path.write_text(yaml.safe_dump(inventory))
+    return path
+
+
+def stop_instance(instance_dir: Path) -> None:
+    """Stop a daemon the role started (pid file written by sapphire_daemon)."""
+    try:
+        pid = int((instance_dir / "redis.pid").read_text().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.2)
+    if Path(f"/proc/{pid}").exists():
+        os.kill(pid, signal.SIGKILL)
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """Path -> sha256 of every file under root (to prove a failed run wrote nothing)."""
+    digest = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            digest[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return digest
+
+
+@dataclass
+class Pair:
+    local_dir: Path
+    inventory: Path
+    password: str
+    ports: dict[str, int]
+    first: Any
+    run: Callable[..., Any]
+
+    def instance_dir(self, host: str) -> Path:
+        return self.local_dir / "redis" / host
+
+    def client(self, host: str, **kwargs: Any) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=self.ports[host], password=self.password, socket_timeout=5,
+                           decode_responses=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def pair(playbook_runner: Callable[..., Any]) -> Iterator[Pair]:
+    root = Path(tempfile.mkdtemp(prefix="sapphire-redis-test-"))
+    root.chmod(0o711)
+    local_dir = root / "local"
+    # Quotes, a backslash and a space: the include file must escape them for redis.conf.
+    password = f'redis "test" \\ {secrets.token_hex(8)}'
+    ports = {"redis-test-primary": free_port(set())}
+    ports["redis-test-replica"] = free_port(set(ports.values()))
+    inventory = write_inventory(root / "hosts.yml", local_dir, password, {
+        "redis-test-primary": {"redis_port": ports["redis-test-primary"], "redis_replication_role": "primary",
+                               "sapphire_region": "primary"},
+        "redis-test-replica": {"redis_port": ports["redis-test-replica"], "redis_replication_role": "replica",
+                               "redis_replica_of": "redis-test-primary", "sapphire_region": "dr"},
+    })
+    first = playbook_runner(CONVERGE, inventory)
+    the_pair = Pair(local_dir=local_dir, inventory=inventory, password=password, ports=ports, first=first,
+                    run=playbook_runner)
+    try:
+        yield the_pair
+    finally:
+        for host in ports:
+            stop_instance(the_pair.instance_dir(host))
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def converged(pair: Pair) -> Pair:
+    assert pair.first.rc == 0, "converge failed:\n" + pair.first.explain()
+    return pair
+
+
+def test_instances_listen_and_run_as_redis(converged: Pair) -> None:
+    host = testinfra.get_host("local://")
+    for name, port in converged.ports.items():
+        assert host.socket(f"tcp://127.0.0.1:{port}").is_listening, f"{name} does not listen on {port}"
+        conf = str(converged.instance_dir(name) / "redis.conf")
+        procs = [p for p in host.process.filter(comm="redis-server") if conf in p.args]
+        assert len(procs) == 1, f"expected one redis-server for {conf}, found {[p.args for p in procs]}"
+        assert procs[0].user == "redis"
+
+
+def test_seed_settings_in_effect(converged: Pair) -> None:
+    for name in converged.ports:
+        client = converged.client(name)
+        config = client.config_get("*")
+        assert int(config["maxmemory"]) == 2 * 1024**3, name
+        assert config["maxmemory-policy"] == "allkeys-lru", name
+        assert config["appendonly"] == "yes", name
+        assert config["save"] == "900 1 300 10 60 10000", name
+        assert client.info("persistence")["aof_enabled"] == 1
+
+
+def test_password_required_and_kept_out_of_the_main_config(converged: Pair) -> None:
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(host="127.0.0.1", port=converged.ports["redis-test-primary"], socket_timeout=5).ping()
+    base = converged.instance_dir("redis-test-primary")
+    assert converged.password not in (base / "redis.conf").read_text()
+    auth = base / "auth.conf"
+    assert oct(auth.stat().st_mode & 0o777) == "0o600"
+    assert auth.stat().st_uid == pwd.getpwnam("redis").pw_uid
+
+
+def test_replica_is_linked_and_replicates(converged: Pair) -> None:
+    replica = converged.client("redis-test-replica")
+    info = replica.info("replication")
+    assert info["role"] == "slave"
+    assert info["master_link_status"] == "up"
+    assert int(info["master_port"]) == converged.ports["redis-test-primary"]
+    key, value = f"sapphire:test:{secrets.token_hex(4)}", secrets.token_hex(8)
+    converged.client("redis-test-primary").set(key, value)
+    deadline = time.monotonic() + 15
+    while replica.get(key) != value and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert replica.get(key) == value
+    with pytest.raises(redis.exceptions.ReadOnlyError):
+        replica.set(key, "written on the replica")
+
+
+def test_second_run_changes_nothing_even_after_config_rewrite(converged: Pair) -> None:
+    conf = converged.instance_dir("redis-test-primary") / "redis.conf"
+    before = conf.read_bytes()
+    # The rendered file is root-owned and read-only for redis: CONFIG REWRITE cannot make it drift.
+    with pytest.raises(redis.exceptions.ResponseError):
+        converged.client("redis-test-primary").config_rewrite()
+    assert conf.read_bytes() == before
+    result = converged.run(CONVERGE, converged.inventory)
+    assert result.rc == 0, result.explain()
+    assert result.changed == 0, f"second run changed: {result.changed_tasks()}"
+
+
+def test_check_diff_is_quiet_and_never_prints_the_password(converged: Pair) -> None:
+    result = converged.run(CONVERGE, converged.inventory, check=True, diff=True, verbosity=3, json_output=False)
+    assert result.rc == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    output = result.stdout + result.stderr
+    assert converged.password not in output
+    assert converged.password.split()[-1] not in output  # the random part alone
+    for host in converged.ports:
+        assert any(line.startswith(host) and "changed=0" in line and "failed=0" in line
+                   for line in output.splitlines()), f"{host} not unchanged in check mode"
+
+
+# --- bad input: rejected before anything is written ---------------------------------------------
+
+
+@pytest.fixture()
+def lone(playbook_runner: Callable[..., Any]) -> Iterator[tuple[Path, Path, Callable[..., Any]]]:
+    """A one-host inventory under its own traversable directory."""
+    root = Path(tempfile.mkdtemp(prefix="sapphire-redis-bad-"))
+    root.chmod(0o711)
+    try:
+        yield root, root / "local", playbook_runner
+    finally:
+        stop_instance(root / "local" / "redis" / "redis-bad")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def bad_run(lone: tuple[Path, Path, Callable[..., Any]], port: int, **extra: Any) -> Any:
+    root, local_dir, run = lone
+    inventory = write_inventory(root / "hosts.yml", local_dir, "bad-input-Secret-1",
+                                {"redis-bad": {"redis_port": port, "redis_replication_role": "primary"}})
+    return run(CONVERGE, inventory, extra_vars=extra or None)
+
+
+def test_port_taken_by_another_process_is_rejected(lone: tuple[Path, Path, Callable[..., Any]]) -> None:
+    local_dir = lone[1]
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        result = bad_run(lone, port)
+    assert result.rc != 0
+    message = " ".join(result.failure_messages())
+    assert "redis_port" in message and str(port) in message, message
+    assert not (local_dir / "redis").exists(), "files were written before the port check"
+
+
+def test_data_dir_of_another_instance_is_rejected_and_kept(lone: tuple[Path, Path, Callable[..., Any]]) -> None:
+    local_dir = lone[1]
+    data = local_dir / "redis" / "redis-bad" / "data"
+    data.mkdir(parents=True)
+    (data / ".sapphire-redis-instance").write_text("instance: redis-elsewhere\n")
+    (data / "dump.rdb").write_bytes(b"REDIS0011 precious data")
+    before = tree_digest(local_dir)
+    result = bad_run(lone, free_port(set()))
+    assert result.rc != 0
+    message = " ".join(result.failure_messages())
+    assert "redis-elsewhere" in message and "redis_instance_dir" in message, message
+    assert tree_digest(local_dir) == before
+
+
+def test_unmarked_data_dir_is_rejected(lone: tuple[Path, Path, Callable[..., Any]]) -> None:
+    local_dir = lone[1]
+    data = local_dir / "redis" / "redis-bad" / "data"
+    data.mkdir(parents=True)
+    (data / "appendonly.aof").write_text("*1\r\n$4\r\nPING\r\n")
+    before = tree_digest(local_dir)
+    result = bad_run(lone, free_port(set()))
+    assert result.rc != 0
+    assert "redis_adopt_data_dir" in " ".join(result.failure_messages())
+    assert tree_digest(local_dir) == before
+
+
+def test_empty_vault_password_is_rejected(lone: tuple[Path, Path, Callable[..., Any]]) -> None:
+    local_dir = lone[1]
+    result = bad_run(lone, free_port(set()), redis_password="")
+    assert result.rc != 0
+    message = " ".join(result.failure_messages())
+    assert "vault_redis_password" in message and "group_vars/all/vault.yml" in message, message
+    assert not local_dir.exists()
+
+
+def test_unsupported_distribution_is_rejected(lone: tuple[Path, Path, Callable[..., Any]]) -> None:
+    local_dir = lone[1]
+    # Pretend only the RedHat family were supported, so this Debian host is "unsupported".
+    result = bad_run(lone, free_port(set()), __redis_supported_os_families=["RedHat"])
+    assert result.rc != 0
+    message = " ".join(result.failure_messages())
+    assert "not supported" in message and "Debian" in message, message
+    assert not local_dir.exists()
+
+
+def test_unreachable_instance_dir_is_rejected(tmp_path: Path, playbook_runner: Callable[..., Any]) -> None:
+    # pytest's tmp_path is under /tmp/pytest-of-root (0700): user redis cannot enter it.
+    inventory = write_inventory(tmp_path / "hosts.yml", tmp_path / "local", "bad-input-Secret-1",
+                                {"redis-bad": {"redis_port": free_port(set()), "redis_replication_role": "primary"}})
+    result = playbook_runner(CONVERGE, inventory)
+    assert result.rc != 0
+    assert "cannot enter" in " ".join(result.failure_messages())
+    assert not (tmp_path / "local").exists()
