@@ -215,6 +215,19 @@ def _add(totals: dict[str, Decimal], key: str, amount: Decimal) -> None:
     totals[key] = totals.get(key, Decimal(0)) + amount
 
 
+def workload_rows(name: str, replicas: int, resources: dict[str, Any], storage: str | None = None,
+                  pod: bool = True) -> list[dict[str, Any]]:
+    """Filter: one needs row from a role's {requests, limits} resources variable."""
+    requests = resources.get("requests", {})
+    limits = resources.get("limits", requests)
+    cpu, memory = requests.get("cpu", 0), requests.get("memory", 0)
+    row = {"name": name, "replicas": replicas, "pod": pod, "cpu": cpu, "memory": memory,
+           "cpu_limit": limits.get("cpu", cpu), "memory_limit": limits.get("memory", memory)}
+    if storage:
+        row["storage"] = storage
+    return [row]
+
+
 def ensemble_needs(trading_agents: list[dict[str, Any]], agent_tiers: dict[str, Any],
                    workloads: list[dict[str, Any]] | None = None, scale_to_zero: bool = False) -> dict[str, float]:
     """Filter: what the ensemble plus other workloads request, per quota resource name.
@@ -229,14 +242,15 @@ def ensemble_needs(trading_agents: list[dict[str, Any]], agent_tiers: dict[str, 
         rows.append({**tier, "name": agent["name"], "replicas": 0 if scale_to_zero else agent.get("replicas", 1)})
     for row in rows:
         replicas = Decimal(int(row.get("replicas", 1)))
-        _add(totals, "pods", replicas)
+        if row.get("pod", True):  # a sidecar row adds resources, not a pod
+            _add(totals, "pods", replicas)
         _add(totals, "requests.cpu", replicas * parse_quantity(row["cpu"]))
         _add(totals, "requests.memory", replicas * parse_quantity(row["memory"]))
         _add(totals, "limits.cpu", replicas * parse_quantity(row.get("cpu_limit", row["cpu"])))
         _add(totals, "limits.memory", replicas * parse_quantity(row.get("memory_limit", row["memory"])))
         if row.get("storage"):
-            _add(totals, "requests.storage", parse_quantity(row["storage"]))
-            _add(totals, "persistentvolumeclaims", Decimal(1))
+            _add(totals, "requests.storage", replicas * parse_quantity(row["storage"]))
+            _add(totals, "persistentvolumeclaims", replicas)
         accelerator = row.get("accelerator")
         if accelerator:
             _add(totals, "requests." + accelerator["resource"], replicas * Decimal(int(accelerator["count"])))
@@ -276,6 +290,37 @@ def node_capacity(nodes: list[dict[str, Any]]) -> dict[str, float]:
     return {key: float(value) for key, value in totals.items()}
 
 
+def stringify(mapping: dict[str, Any]) -> dict[str, str]:
+    """Filter: a mapping with every value as a string (quota and resource values)."""
+    return {str(key): str(value) for key, value in (mapping or {}).items()}
+
+
+def accelerator_capacity(nodes: list[dict[str, Any]], node_selector: dict[str, str], resource: str) -> float:
+    """Filter: allocatable units of an accelerator resource on schedulable nodes matching a nodeSelector."""
+    total = Decimal(0)
+    for node in nodes:
+        labels = node.get("metadata", {}).get("labels") or {}
+        if node.get("spec", {}).get("unschedulable"):
+            continue
+        if all(labels.get(key) == str(value) for key, value in (node_selector or {}).items()):
+            total += parse_quantity((node.get("status", {}).get("allocatable") or {}).get(resource, 0))
+    return float(total)
+
+
+def pool_nodes(pools: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]:
+    """Filter: Node-shaped dicts for the node pools a kwok cluster registers (for capacity checks)."""
+    nodes = []
+    for pool in pools:
+        allocatable = {"cpu": str(pool["cpu"]), "memory": str(pool["memory"]), "pods": str(pool.get("pods", 110))}
+        if pool.get("accelerator"):
+            allocatable[pool["accelerator"]["resource"]] = str(pool["accelerator"]["count"])
+        for index in range(int(pool["count"])):
+            metadata = {"name": f"{cluster}-{pool['name']}-{index}", "labels": dict(pool.get("labels") or {})}
+            nodes.append({"metadata": metadata, "spec": {"taints": list(pool.get("taints") or [])},
+                          "status": {"allocatable": allocatable}})
+    return nodes
+
+
 class FilterModule:
     """sapphire-ops filters."""
 
@@ -290,9 +335,13 @@ class FilterModule:
             "sapphire_container_security_context": container_security_context,
             "sapphire_missing_node_pools": missing_node_pools,
             "sapphire_default_storage_classes": default_storage_classes,
+            "sapphire_stringify": stringify,
+            "sapphire_pool_nodes": pool_nodes,
+            "sapphire_accelerator_capacity": accelerator_capacity,
             "sapphire_tier_problems": tier_problems,
             "sapphire_ensemble_problems": ensemble_problems,
             "sapphire_ensemble_needs": ensemble_needs,
+            "sapphire_workload_rows": workload_rows,
             "sapphire_quota_shortfalls": quota_shortfalls,
             "sapphire_needs_table": needs_table,
             "sapphire_node_capacity": node_capacity,
