@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 
-.PHONY: help setup venv collections packages kube vault deploy cluster validate down test lint unit integration molecule bench
+.PHONY: help setup venv collections packages kube vault deploy cluster validate down purge test lint unit integration molecule bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -44,8 +44,11 @@ cluster: setup ## Only the local Kubernetes control planes (local-primary, local
 validate: setup ## validate.yml on the local default
 	ansible-playbook validate.yml -i $(INVENTORY)
 
-down: venv ## Stop and remove the local default (clusters, servers, .local state)
-	ansible-playbook playbooks/cluster.yml -i $(INVENTORY) -e cluster_state=absent
+down: venv ## Stop the local default (workload, servers, clusters); keeps the Redis/PostgreSQL data
+	tools/local-down
+
+purge: down ## down, then delete every local state and data directory (.local) — data is lost
+	rm -rf .local/redis .local/postgres .local/prometheus .local/workload .local/reports .local/backups
 
 test: setup lint unit integration molecule ## Everything CI runs
 
