@@ -1,0 +1,188 @@
+"""deploy.yml on the local clusters: bad input refused before any write, idempotence, check mode,
+Pod Security admission, and a task count that does not grow with the ensemble."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+from sapphire_testlib import LocalClusters, run_playbook
+
+pytestmark = [pytest.mark.cluster]
+
+CLUSTER = "local-primary"
+SEED_AGENTS = [
+    {"name": "momentum", "strategy": "momentum", "tier": "standard", "replicas": 2},
+    {"name": "sentiment", "strategy": "sentiment", "tier": "heavy", "replicas": 1},
+    {"name": "pairs", "strategy": "pairs", "tier": "standard", "replicas": 1},
+    {"name": "breakout", "strategy": "breakout", "tier": "lightweight", "replicas": 1},
+    {"name": "scalping", "strategy": "scalping", "tier": "accelerated", "replicas": 1},
+    {"name": "volatility", "strategy": "volatility", "tier": "standard", "replicas": 1},
+]
+
+
+def deploy(namespace: str, **extra: Any):
+    extra_vars = {"sapphire_namespace": namespace, "workload_enabled": False, **extra}
+    return run_playbook("deploy.yml", limit=CLUSTER, extra_vars=extra_vars,
+                        check=extra_vars.pop("_check", False), diff=extra_vars.pop("_diff", False))
+
+
+def namespace_exists(clusters: LocalClusters, name: str) -> bool:
+    return clusters.kubectl(CLUSTER, "get", "namespace", name, check=False).returncode == 0
+
+
+def agents(**change: Any) -> list[dict[str, Any]]:
+    return [dict(SEED_AGENTS[0], **change), *SEED_AGENTS[1:]]
+
+
+BAD_INPUT = [
+    ("unknown tier", {"trading_agents": agents(tier="mega")},
+     "trading_agents[0] (momentum).tier 'mega' is not one of agent_tiers"),
+    ("name not DNS-1123", {"trading_agents": agents(name="Momentum_1")}, "is not a DNS-1123 label"),
+    ("name too long", {"trading_agents": agents(name="m" * 64)}, "is 64 characters long"),
+    ("duplicate names", {"trading_agents": [*SEED_AGENTS, SEED_AGENTS[2]]}, "duplicates trading_agents[2]"),
+    ("negative replicas", {"trading_agents": agents(replicas=-1)}, "replicas '-1' must be a whole number >= 0"),
+    ("replicas not an integer", {"trading_agents": agents(replicas="two")},
+     "replicas 'two' must be a whole number"),
+    ("requests above limits", {"agent_tiers_override": "standard-cpu"}, "agent_tiers.standard.cpu 2 is above its limit"),
+    ("malformed quantity", {"agent_tiers_override": "heavy-memory"},
+     "agent_tiers.heavy.memory '1.5 gigs' is not a Kubernetes quantity"),
+    ("image tag latest", {"sapphire_release": "latest"}, "is not pinned: set sapphire_release"),
+    ("image without tag", {"agents_image": "registry.example/agent"},
+     "Image 'registry.example/agent' is not pinned"),
+    ("namespace default", {"sapphire_namespace": "default"}, "sapphire_namespace 'default' must be"),
+    ("namespace kube-system", {"sapphire_namespace": "kube-system"}, "sapphire_namespace 'kube-system' must be"),
+    ("missing secret", {"vault_exchange_api_key": ""},
+     "sapphire_exchange_api_key is empty or undefined"),
+    ("quota too small", {"namespace_quota": {"requests.cpu": "2", "requests.memory": "4Gi"}},
+     "namespace_quota is smaller than what the platform needs"),
+    ("no accelerator nodes", {"cluster_node_pools_without_tpu": True}, "Tier 'accelerated' needs 4 google.com/tpu"),
+]
+
+
+def _bad_input_vars(extra: dict[str, Any], tiers: dict[str, Any], pools: list[dict[str, Any]]) -> dict[str, Any]:
+    extra = dict(extra)
+    override = extra.pop("agent_tiers_override", None)
+    if override:
+        tier, field = override.split("-")
+        tiers = json.loads(json.dumps(tiers))
+        tiers[tier][field] = "2" if field == "cpu" else "1.5 gigs"
+        extra["agent_tiers"] = tiers
+    if extra.pop("cluster_node_pools_without_tpu", False):
+        extra["cluster_node_pools"] = [pool for pool in pools if not pool.get("accelerator")]
+    return extra
+
+
+@pytest.fixture(scope="module")
+def platform_defaults(repo_root) -> dict[str, Any]:
+    import yaml
+
+    tiers = yaml.safe_load((repo_root / "inventories" / "common" / "agent_tiers.yml").read_text())["agent_tiers"]
+    pools = yaml.safe_load((repo_root / "roles" / "cluster" / "defaults" / "main.yml").read_text())["cluster_node_pools"]
+    return {"tiers": tiers, "pools": pools}
+
+
+@pytest.mark.parametrize(("case", "extra", "message"), BAD_INPUT, ids=[case[0] for case in BAD_INPUT])
+def test_bad_input_is_refused_before_anything_is_written(local_clusters: LocalClusters, platform_defaults,
+                                                         case: str, extra: dict[str, Any], message: str) -> None:
+    namespace = f"t-bad-{uuid.uuid4().hex[:6]}"
+    extra_vars = _bad_input_vars(extra, platform_defaults["tiers"], platform_defaults["pools"])
+    extra_vars.setdefault("sapphire_namespace", namespace)
+    result = run_playbook("deploy.yml", limit=CLUSTER, json_output=False,
+                          extra_vars={"workload_enabled": False, **extra_vars})
+    output = result.stdout + result.stderr
+    assert result.rc != 0, f"{case}: deploy accepted bad input"
+    assert message in " ".join(output.split()), f"{case}: message not found in output:\n{output[-3000:]}"
+    assert "PLAY [Ensure the Kubernetes clusters]" not in output, f"{case}: went past the preflight"
+    assert not namespace_exists(local_clusters, namespace), f"{case}: something was written"
+
+
+@pytest.fixture(scope="module")
+def deployed(local_clusters: LocalClusters):
+    """The platform deployed once into a throw-away namespace of local-primary."""
+    namespace = f"t-deploy-{uuid.uuid4().hex[:6]}"
+    first = deploy(namespace)
+    assert first.rc == 0, first.explain()
+    yield namespace, first
+    local_clusters.kubectl(CLUSTER, "delete", "namespace", namespace, "--wait=false", check=False)
+
+
+@pytest.mark.slow
+def test_second_deploy_changes_nothing(deployed) -> None:
+    namespace, first = deployed
+    assert first.changed > 0
+    second = deploy(namespace)
+    assert second.rc == 0, second.explain()
+    assert second.changed == 0, second.changed_tasks()
+
+
+@pytest.mark.slow
+def test_every_workload_is_admitted_under_pod_security_restricted(local_clusters: LocalClusters, deployed) -> None:
+    namespace, _ = deployed
+    ns = json.loads(local_clusters.kubectl(CLUSTER, "get", "namespace", namespace, "-o", "json").stdout)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    replicasets = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "rs", "-o", "json").stdout)["items"]
+    failures = [rs["metadata"]["name"] for rs in replicasets
+                for cond in rs["status"].get("conditions", []) if cond["type"] == "ReplicaFailure"]
+    assert failures == []
+    pods = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "pods", "-o", "json").stdout)["items"]
+    by_agent: dict[str, int] = {}
+    for pod in pods:
+        agent = pod["metadata"]["labels"].get("sapphire.io/agent")
+        if agent and pod["status"].get("phase") == "Running":
+            by_agent[agent] = by_agent.get(agent, 0) + 1
+    assert by_agent == {agent["name"]: agent["replicas"] for agent in SEED_AGENTS}
+    for pod in pods:
+        spec = pod["spec"]
+        assert spec["securityContext"]["runAsNonRoot"] is True
+        for container in spec["containers"]:
+            assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+            assert container["securityContext"]["allowPrivilegeEscalation"] is False
+            assert set(container["resources"]["requests"]) >= {"cpu", "memory"}
+            assert not container["image"].endswith(":latest")
+    scalping = next(pod for pod in pods if pod["metadata"]["labels"].get("sapphire.io/agent") == "scalping")
+    node = json.loads(local_clusters.kubectl(CLUSTER, "get", "node", scalping["spec"]["nodeName"], "-o", "json").stdout)
+    assert node["metadata"]["labels"]["sapphire.io/pool"] == "tpu"
+
+
+@pytest.mark.slow
+def test_check_mode_reports_the_change_and_writes_nothing(local_clusters: LocalClusters, deployed) -> None:
+    namespace, _ = deployed
+
+    def versions() -> dict[str, str]:
+        items = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "deploy,cm,pdb,svc,hpa",
+                                                  "-o", "json").stdout)["items"]
+        return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+
+    before = versions()
+    result = deploy(namespace, trading_agents=agents(replicas=3), _check=True, _diff=True)
+    assert result.rc == 0, result.explain()
+    assert any("trading workloads" in name for name in result.changed_tasks()), result.changed_tasks()
+    assert versions() == before
+    deployment = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "deploy", "agent-momentum",
+                                                   "-o", "json").stdout)
+    assert deployment["spec"]["replicas"] == 2
+
+
+@pytest.mark.slow
+def test_task_count_does_not_grow_with_the_ensemble(local_clusters: LocalClusters, deployed) -> None:
+    namespace, _ = deployed
+    big = [{"name": f"agent-{i:03d}", "strategy": "momentum", "tier": ["lightweight", "standard", "heavy"][i % 3],
+            "replicas": 1} for i in range(60)]
+    large_quota = {"requests.cpu": "200", "requests.memory": "400Gi", "limits.cpu": "400", "limits.memory": "800Gi",
+                   "pods": "500", "requests.google.com/tpu": "8"}
+    pools = [{"name": "general", "count": 20, "cpu": "16", "memory": "64Gi", "pods": 110,
+              "labels": {"sapphire.io/pool": "general"}},
+             {"name": "heavy", "count": 10, "cpu": "16", "memory": "64Gi", "pods": 110,
+              "labels": {"sapphire.io/pool": "heavy"}}]
+
+    def task_count(ensemble: list[dict[str, Any]]) -> int:
+        result = deploy(namespace, trading_agents=ensemble, namespace_quota=large_quota, cluster_node_pools=pools,
+                        _check=True)
+        assert result.rc == 0, result.explain()
+        return sum(len(play["tasks"]) for play in result.plays)
+
+    small = [agent for agent in SEED_AGENTS if agent["tier"] != "accelerated"]
+    assert task_count(small) == task_count(big)
