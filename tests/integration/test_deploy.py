@@ -46,7 +46,8 @@ BAD_INPUT = [
     ("negative replicas", {"trading_agents": agents(replicas=-1)}, "replicas '-1' must be a whole number >= 0"),
     ("replicas not an integer", {"trading_agents": agents(replicas="two")},
      "replicas 'two' must be a whole number"),
-    ("requests above limits", {"agent_tiers_override": "standard-cpu"}, "agent_tiers.standard.cpu 2 is above its limit"),
+    ("requests above limits", {"agent_tiers_override": "standard-cpu"},
+     "agent_tiers.standard.cpu 2 is above its limit"),
     ("malformed quantity", {"agent_tiers_override": "heavy-memory"},
      "agent_tiers.heavy.memory '1.5 gigs' is not a Kubernetes quantity"),
     ("image tag latest", {"sapphire_release": "latest"}, "is not pinned: set sapphire_release"),
@@ -80,7 +81,8 @@ def platform_defaults(repo_root) -> dict[str, Any]:
     import yaml
 
     tiers = yaml.safe_load((repo_root / "inventories" / "common" / "agent_tiers.yml").read_text())["agent_tiers"]
-    pools = yaml.safe_load((repo_root / "roles" / "cluster" / "defaults" / "main.yml").read_text())["cluster_node_pools"]
+    cluster_defaults = repo_root / "roles" / "cluster" / "defaults" / "main.yml"
+    pools = yaml.safe_load(cluster_defaults.read_text())["cluster_node_pools"]
     return {"tiers": tiers, "pools": pools}
 
 
@@ -123,7 +125,8 @@ def test_every_workload_is_admitted_under_pod_security_restricted(local_clusters
     namespace, _ = deployed
     ns = json.loads(local_clusters.kubectl(CLUSTER, "get", "namespace", namespace, "-o", "json").stdout)
     assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    replicasets = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "rs", "-o", "json").stdout)["items"]
+    listing = local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "rs", "-o", "json").stdout
+    replicasets = json.loads(listing)["items"]
     failures = [rs["metadata"]["name"] for rs in replicasets
                 for cond in rs["status"].get("conditions", []) if cond["type"] == "ReplicaFailure"]
     assert failures == []
