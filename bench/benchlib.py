@@ -1,0 +1,327 @@
+"""Pure parts of the benchmarks (no processes, no network): the generated ensembles and
+inventories, parsing of counters, ratios against the targets, and the README table.
+
+bench/run.py does the running; tests/unit/test_bench_lib.py tests this module.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+# Seed 000's table: share of the ensemble per tier.
+TIER_SHARES: dict[str, float] = {"lightweight": 0.20, "standard": 0.60, "heavy": 0.15, "accelerated": 0.05}
+STRATEGIES = ("momentum", "sentiment", "pairs", "breakout", "scalping", "volatility")
+
+# Loopback ports of the bench's own cluster and servers. The cluster role derives its ports
+# from the base (+247 kwok, +257, +259, +379, +380, +443); the servers sit between them.
+PORTS: dict[str, int] = {
+    "cluster_port_base": 23000,
+    "redis": 23637,
+    "postgres": 23532,
+    "prometheus": 23090,
+    "alertmanager": 23093,
+    "workload": 23800,
+}
+CLUSTER_PORT_OFFSETS = (247, 257, 259, 379, 380, 443)
+
+# Node pools large enough for 300 agents (one namespace at a time), same labels and taints
+# as the cluster role's defaults so the tiers' selectors and tolerations match.
+NODE_POOLS: list[dict[str, Any]] = [
+    {"name": "general", "count": 10, "cpu": "16", "memory": "64Gi", "pods": 110,
+     "labels": {"cloud.google.com/gke-nodepool": "general", "sapphire.io/pool": "general"}, "taints": []},
+    {"name": "heavy", "count": 4, "cpu": "16", "memory": "96Gi", "pods": 110,
+     "labels": {"cloud.google.com/gke-nodepool": "heavy", "sapphire.io/pool": "heavy"}, "taints": []},
+    {"name": "tpu", "count": 18, "cpu": "24", "memory": "96Gi", "pods": 110,
+     "accelerator": {"resource": "google.com/tpu", "count": 4},
+     "labels": {"cloud.google.com/gke-nodepool": "tpu-v5e",
+                "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                "cloud.google.com/gke-tpu-topology": "2x2", "sapphire.io/pool": "tpu"},
+     "taints": [{"key": "google.com/tpu", "value": "present", "effect": "NoSchedule"}]},
+]
+
+# A quota that holds 300 agents of the mix above plus the coordinator.
+NAMESPACE_QUOTA: dict[str, str] = {
+    "requests.cpu": "200", "requests.memory": "400Gi", "limits.cpu": "400", "limits.memory": "800Gi",
+    "pods": "600", "persistentvolumeclaims": "20", "requests.storage": "500Gi", "requests.google.com/tpu": "96",
+}
+
+SECRET_NAMES = ("redis_password", "postgres_password", "postgres_replication_password", "sapphire_exchange_api_key",
+                "sapphire_exchange_api_secret", "sapphire_telegram_bot_token", "grafana_admin_password")
+
+# Targets of issue 6, reported (never asserted).
+TARGETS = {
+    "deploy_vs_kubectl_max": 1.0,
+    "deploy_growth_max": 3.0,
+    "redeploy_share_max": 1 / 3,
+    "validate_small_max_seconds": 5.0,
+    "validate_growth_max": 2.0,
+}
+
+
+def tier_counts(size: int) -> dict[str, int]:
+    """Agents per tier for an ensemble of `size`: the seed's shares by largest remainder,
+    with at least one agent per tier once the ensemble has room for every tier."""
+    if size < 0:
+        raise ValueError("the ensemble size must be >= 0")
+    exact = {tier: share * size for tier, share in TIER_SHARES.items()}
+    counts = {tier: math.floor(value) for tier, value in exact.items()}
+    by_remainder = sorted(TIER_SHARES, key=lambda tier: (-(exact[tier] - counts[tier]), list(TIER_SHARES).index(tier)))
+    for tier in by_remainder[: size - sum(counts.values())]:
+        counts[tier] += 1
+    if size >= len(TIER_SHARES):
+        for tier in TIER_SHARES:
+            while counts[tier] == 0:
+                donor = max(counts, key=lambda name: (counts[name], -list(TIER_SHARES).index(name)))
+                counts[donor] -= 1
+                counts[tier] += 1
+    return counts
+
+
+def ensemble(size: int) -> list[dict[str, Any]]:
+    """trading_agents for an ensemble of `size`: tiers per tier_counts, strategies in turn,
+    names `<strategy>-<nnn>` (DNS-1123), one replica each."""
+    agents: list[dict[str, Any]] = []
+    for tier, count in tier_counts(size).items():
+        for _ in range(count):
+            index = len(agents)
+            strategy = STRATEGIES[index % len(STRATEGIES)]
+            agents.append({"name": f"{strategy}-{index:03d}", "strategy": strategy, "tier": tier, "replicas": 1})
+    return agents
+
+
+def namespace_for(size: int, method: str) -> str:
+    """The empty namespace one measurement deploys into (method: ansible | kubectl)."""
+    return f"bench-{method}-{size}"
+
+
+def inventory(size: int, local_dir: str, secrets: dict[str, str], agent_tiers: dict[str, Any] | None = None,
+              release: str = "2026.11.0") -> dict[str, Any]:
+    """The bench inventory for one ensemble size: the cluster host `bench` (kwok, its own port
+    base and state under local_dir), host-mode Redis, PostgreSQL and Prometheus on the bench's
+    own ports, the synthetic workload, and throw-away secrets (never the vault). agent_tiers,
+    when given, are the local default's (inventories/local/group_vars/all/main.yml)."""
+    missing = [name for name in SECRET_NAMES if not secrets.get(name)]
+    if missing:
+        raise ValueError(f"bench secrets missing: {', '.join(missing)}")
+    platform: dict[str, Any] = {
+        "ansible_connection": "local",
+        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
+        "sapphire_environment": "local",
+        "sapphire_namespace": namespace_for(size, "ansible"),
+        "sapphire_release": release,
+        "sapphire_image_registry": "registry.sapphire.internal/sapphire",
+        "sapphire_local_dir": local_dir,
+        "redis_mode": "host",
+        "postgres_mode": "host",
+        "monitoring_mode": "host",
+        "postgres_user": "sapphire",
+        "postgres_database": "sapphire",
+        "postgres_replication_user": "replicator",
+        "grafana_admin_user": "admin",
+        "trading_agents": ensemble(size),
+        "workload_enabled": True,
+        "workload_coordinator_port": PORTS["workload"],
+        "validate_report_dir": f"{local_dir}/reports/{size}",
+    }
+    if agent_tiers:
+        platform["agent_tiers"] = agent_tiers
+    platform.update({name: secrets[name] for name in SECRET_NAMES})
+    cluster_vars = {
+        "cluster_provider": "kwok",
+        "cluster_port_base": PORTS["cluster_port_base"],
+        "cluster_node_pools": NODE_POOLS,
+        "k8s_kubeconfig": "{{ sapphire_local_dir }}/clusters/{{ inventory_hostname }}/kubeconfig",
+        "k8s_context": "{{ inventory_hostname }}",
+        "sapphire_region": "primary",
+        "namespace_quota": NAMESPACE_QUOTA,
+    }
+    return {"all": {
+        "children": {
+            "clusters": {"children": {"primary": {"hosts": {"bench": cluster_vars}}}},
+            "redis_hosts": {"hosts": {"bench-redis": {
+                "redis_port": PORTS["redis"], "redis_replication_role": "primary", "sapphire_region": "primary"}}},
+            "postgres_hosts": {"hosts": {"bench-postgres": {
+                "postgres_port": PORTS["postgres"], "postgres_replication_role": "primary",
+                "sapphire_region": "primary"}}},
+            "monitoring_hosts": {"hosts": {"bench-monitoring": {
+                "prometheus_port": PORTS["prometheus"], "alertmanager_port": PORTS["alertmanager"],
+                "sapphire_region": "primary"}}},
+        },
+        "vars": platform,
+    }}
+
+
+def bench_ports() -> list[int]:
+    """Every loopback port the bench listens on (checked free before it starts anything)."""
+    base = PORTS["cluster_port_base"]
+    return sorted([base + offset for offset in CLUSTER_PORT_OFFSETS]
+                  + [port for name, port in PORTS.items() if name != "cluster_port_base"])
+
+
+_SAMPLE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\}\s+(?P<value>[0-9.eE+-]+)\s*$')
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def apiserver_requests(metrics_text: str) -> dict[str, float]:
+    """apiserver_request_total summed per verb from a /metrics page (plus 'total')."""
+    per_verb: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        match = _SAMPLE.match(line)
+        if not match:
+            continue
+        labels = dict(_LABEL.findall(match.group("labels")))
+        verb = labels.get("verb", "UNKNOWN")
+        per_verb[verb] = per_verb.get(verb, 0.0) + float(match.group("value"))
+    per_verb["total"] = sum(value for verb, value in per_verb.items() if verb != "total")
+    return per_verb
+
+
+def counter_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
+    """after - before per key (keys of either); counters only grow, so a negative delta means a restart."""
+    delta = {key: round(after.get(key, 0.0) - before.get(key, 0.0)) for key in set(before) | set(after)}
+    if any(value < 0 for value in delta.values()):
+        raise ValueError("apiserver_request_total went down between two reads: the API server restarted")
+    return dict(sorted(delta.items()))
+
+
+_KUBECTL_REQUEST = re.compile(r'\b(GET|POST|PUT|PATCH|DELETE) https?://\S+ \d{3} ')
+
+
+def kubectl_requests(log_text: str) -> int:
+    """Requests kubectl made, from its -v=6 log (one 'VERB url code' line per request)."""
+    return sum(1 for line in log_text.splitlines() if _KUBECTL_REQUEST.search(line))
+
+
+def count_objects(documents: list[dict[str, Any]]) -> int:
+    """Objects in a list of manifests (a v1 List counts its items)."""
+    total = 0
+    for document in documents:
+        if document.get("kind") == "List":
+            total += len(document.get("items", []))
+        elif document:
+            total += 1
+    return total
+
+
+def task_summary(stats: dict[str, Any]) -> dict[str, Any]:
+    """Counts from one bench_stats document: tasks started, task executions on hosts,
+    changed results, failures and the objects kubernetes.core.k8s reported applying."""
+    tasks = stats.get("tasks", [])
+    return {
+        "tasks": len(tasks),
+        "task_runs": sum(task["ok"] + task["failed"] for task in tasks),
+        "changed": sum(task["changed"] for task in tasks),
+        "failed": sum(task["failed"] for task in tasks),
+        "k8s_objects_reported": sum(task.get("k8s_objects", 0) for task in tasks),
+    }
+
+
+def seconds_by_play(stats: dict[str, Any]) -> dict[str, float]:
+    """Wall time per play (sum of its tasks), to tell the servers' plays from the cluster's."""
+    plays: dict[str, float] = {}
+    for task in stats.get("tasks", []):
+        name = task.get("play") or "?"
+        plays[name] = round(plays.get(name, 0.0) + task["seconds"], 2)
+    return plays
+
+
+def slowest_tasks(stats: dict[str, Any], limit: int = 8) -> list[dict[str, Any]]:
+    """The tasks that took longest, with their role, for the report."""
+    tasks = sorted(stats.get("tasks", []), key=lambda task: task["seconds"], reverse=True)
+    return [{"name": task["name"], "role": task["role"], "seconds": task["seconds"]} for task in tasks[:limit]]
+
+
+def _ratio(numerator: float | None, denominator: float | None) -> float | None:
+    if numerator is None or not denominator:
+        return None
+    return round(numerator / denominator, 3)
+
+
+def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Ratios per size and each issue-6 target with where we stand (met true/false, or None
+    when the run lacks the sizes a target needs)."""
+    by_size = {row["size"]: row for row in rows}
+    for row in rows:
+        row["ratios"] = {
+            "deploy_vs_kubectl": _ratio(row["deploy"]["seconds"], row["kubectl"]["seconds"]),
+            "redeploy_vs_deploy": _ratio(row["redeploy"]["seconds"], row["deploy"]["seconds"]),
+        }
+    small, large = (min(by_size), max(by_size)) if by_size else (None, None)
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, observed: float | None, limit: float, text: str, extra: bool = True) -> None:
+        met = None if observed is None else (observed <= limit and extra)
+        targets.append({"target": name, "observed": observed, "limit": round(limit, 3), "met": met, "text": text})
+
+    top = by_size.get(large) if large is not None else None
+    add("deploy_vs_kubectl", top["ratios"]["deploy_vs_kubectl"] if top else None, TARGETS["deploy_vs_kubectl_max"],
+        f"deploy({large}) / kubectl apply({large}) <= 1.0")
+    growth = (_ratio(by_size[large]["deploy"]["seconds"], by_size[small]["deploy"]["seconds"])
+              if large != small else None)
+    flat = (by_size[large]["deploy"]["tasks"] == by_size[small]["deploy"]["tasks"]) if large != small else True
+    add("deploy_growth", growth, TARGETS["deploy_growth_max"],
+        f"deploy({large}) / deploy({small}) <= 3 and a flat task count", flat)
+    worst_share = max((row["ratios"]["redeploy_vs_deploy"] or 0 for row in rows), default=None)
+    all_zero = all(row["redeploy"]["changed"] == 0 for row in rows)
+    add("redeploy", worst_share if rows else None, TARGETS["redeploy_share_max"],
+        "no-op re-deploy: changed=0 and under a third of the fresh deploy", all_zero)
+    add("validate_small", by_size[small]["validate"]["seconds"] if rows else None,
+        TARGETS["validate_small_max_seconds"], f"validate({small}) < 5 s",
+        all(row["validate"]["healthy"] for row in rows))
+    vgrowth = (_ratio(by_size[large]["validate"]["seconds"], by_size[small]["validate"]["seconds"])
+               if large != small else None)
+    add("validate_growth", vgrowth, TARGETS["validate_growth_max"], f"validate({large}) / validate({small}) <= 2")
+    return {"targets": targets}
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The README block (between the bench markers) for one results document."""
+    machine = results["machine"]
+    lines = [
+        f"Measured by `{results['command']}` on {results['date']} ({machine['cpu_model']}, {machine['nproc']} CPUs, "
+        f"{machine['memory_gib']} GiB; ansible-core {machine['versions']['ansible_core']}, kubernetes.core "
+        f"{machine['versions']['kubernetes_core']}, kubectl {machine['versions']['kubectl']}; one kwok cluster, "
+        "host-mode Redis/PostgreSQL/Prometheus and the synthetic workload). Seconds of wall-clock time; "
+        f"results in `{results['results_file']}`, plot `{results['plot_file']}`.",
+        "",
+        "| agents | objects | deploy s (tasks) | kubectl apply s | deploy / kubectl | re-deploy s (changed) "
+        "| validate s (checks) | API requests deploy / kubectl |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['size']} | {row['objects']} | {row['deploy']['seconds']:.1f} ({row['deploy']['tasks']}) "
+            f"| {row['kubectl']['seconds']:.1f} | {_fmt(row['ratios']['deploy_vs_kubectl'])} "
+            f"| {row['redeploy']['seconds']:.1f} ({row['redeploy']['changed']}) "
+            f"| {row['validate']['seconds']:.1f} ({row['validate']['checks']}) "
+            f"| {_fmt_int(row['deploy'].get('api_requests'))} / {_fmt_int(row['kubectl'].get('api_requests'))} |")
+    lines += ["", "| target | observed | limit | met |", "| --- | ---: | ---: | --- |"]
+    for target in results["evaluation"]["targets"]:
+        met = {True: "yes", False: "**no**", None: "n/a"}[target["met"]]
+        lines.append(f"| {target['text']} | {_fmt(target['observed'])} | {_fmt(target['limit'])} | {met} |")
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def _fmt_int(value: int | None) -> str:
+    return "n/a" if value is None else str(value)
+
+
+START_MARKER = "<!-- bench:start -->"
+END_MARKER = "<!-- bench:end -->"
+
+
+def replace_between_markers(text: str, block: str) -> str:
+    """`text` with everything between the bench markers replaced by `block`; the markers and
+    everything outside them stay. Raises ValueError when the markers are missing or out of order."""
+    start = text.find(START_MARKER)
+    end = text.find(END_MARKER)
+    if start < 0 or end < 0 or end < start:
+        raise ValueError(f"README.md needs {START_MARKER} followed by {END_MARKER}")
+    head = text[: start + len(START_MARKER)]
+    return f"{head}\n{block.strip()}\n{text[end:]}"

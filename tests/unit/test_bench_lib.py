@@ -1,0 +1,234 @@
+"""The pure parts of `make bench` (bench/benchlib.py): ensembles, inventories, counters, targets, README block."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("benchlib", REPO_ROOT / "bench" / "benchlib.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["benchlib"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+benchlib = _load()
+SECRETS = {name: f"test-{name}" for name in benchlib.SECRET_NAMES}
+
+
+@pytest.mark.parametrize(("size", "expected"), [
+    (6, {"lightweight": 1, "standard": 3, "heavy": 1, "accelerated": 1}),
+    (60, {"lightweight": 12, "standard": 36, "heavy": 9, "accelerated": 3}),
+    (300, {"lightweight": 60, "standard": 180, "heavy": 45, "accelerated": 15}),
+    (7, {"lightweight": 2, "standard": 3, "heavy": 1, "accelerated": 1}),
+    (2, {"lightweight": 1, "standard": 1, "heavy": 0, "accelerated": 0}),
+])
+def test_tier_counts_follow_seed_000_shares(size: int, expected: dict[str, int]) -> None:
+    counts = benchlib.tier_counts(size)
+    assert counts == expected
+    assert sum(counts.values()) == size
+
+
+def test_tier_counts_reject_a_negative_size() -> None:
+    with pytest.raises(ValueError, match="size"):
+        benchlib.tier_counts(-1)
+
+
+@pytest.mark.parametrize("size", [6, 60, 300])
+def test_ensemble_has_unique_dns_names_and_valid_tiers(size: int) -> None:
+    agents = benchlib.ensemble(size)
+    names = [agent["name"] for agent in agents]
+    assert len(agents) == size
+    assert len(set(names)) == size
+    assert all(re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name) and len(name) <= 55 for name in names)
+    assert {agent["tier"] for agent in agents} == set(benchlib.TIER_SHARES)
+    assert {agent["strategy"] for agent in agents} == set(benchlib.STRATEGIES)
+    assert all(agent["replicas"] >= 1 for agent in agents)
+
+
+def _quantity(value: str) -> float:
+    units = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "m": 1e-3}
+    for suffix, factor in units.items():
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * factor
+    return float(value)
+
+
+def test_node_pools_and_quota_hold_300_agents_of_the_agents_role_tiers() -> None:
+    """The generated inventory must not fail deploy's own capacity preflight at the largest size."""
+    import yaml
+
+    sources = [REPO_ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml",
+               REPO_ROOT / "roles" / "agents" / "defaults" / "main.yml"]
+    tiers = next(data["agent_tiers"] for data in (yaml.safe_load(path.read_text()) for path in sources)
+                 if isinstance(data, dict) and "agent_tiers" in data)
+    counts = benchlib.tier_counts(300)
+    cpu = sum(_quantity(tiers[tier]["cpu"]) * count for tier, count in counts.items()) + 1.5
+    memory = sum(_quantity(tiers[tier]["memory"]) * count for tier, count in counts.items()) + 3 * 2**29
+    tpu = counts["accelerated"] * tiers["accelerated"]["accelerator"]["count"]
+    quota = benchlib.NAMESPACE_QUOTA
+    assert _quantity(quota["requests.cpu"]) >= cpu
+    assert _quantity(quota["requests.memory"]) >= memory
+    assert _quantity(quota["requests.google.com/tpu"]) >= tpu
+    assert int(quota["pods"]) >= 300 + 3
+    pools = {pool["name"]: pool for pool in benchlib.NODE_POOLS}
+    assert pools["tpu"]["count"] * pools["tpu"]["accelerator"]["count"] >= tpu
+    general_cpu = sum(_quantity(tiers[tier]["cpu"]) * counts[tier] for tier in ("lightweight", "standard"))
+    assert pools["general"]["count"] * _quantity(pools["general"]["cpu"]) >= general_cpu + 1.5
+    heavy_cpu = _quantity(tiers["heavy"]["cpu"]) * counts["heavy"]
+    assert pools["heavy"]["count"] * _quantity(pools["heavy"]["cpu"]) >= heavy_cpu
+    for tier in ("lightweight", "standard", "heavy", "accelerated"):
+        selector = tiers[tier]["node_selector"]
+        assert any(selector.items() <= pool["labels"].items() for pool in benchlib.NODE_POOLS), tier
+
+
+def test_inventory_is_separate_from_the_local_default() -> None:
+    document = benchlib.inventory(60, "/srv/bench/local", SECRETS)
+    platform: dict[str, Any] = document["all"]["vars"]
+    cluster = document["all"]["children"]["clusters"]["children"]["primary"]["hosts"]["bench"]
+    assert platform["sapphire_local_dir"] == "/srv/bench/local"
+    assert platform["sapphire_namespace"] == "bench-ansible-60"
+    assert platform["sapphire_namespace"] != "trading-system"
+    assert len(platform["trading_agents"]) == 60
+    assert cluster["cluster_provider"] == "kwok"
+    assert cluster["cluster_port_base"] not in (20000, 21000)
+    ports = benchlib.bench_ports()
+    local_default = {15432, 15433, 16379, 16380, 18000, 19090, 19093} | {
+        base + offset for base in (20000, 21000) for offset in benchlib.CLUSTER_PORT_OFFSETS}
+    assert not set(ports) & local_default
+    assert len(ports) == len(set(ports)), "two bench services on one port"
+    assert all(platform[name] == SECRETS[name] for name in benchlib.SECRET_NAMES)
+    assert "vault_redis_password" not in str(document)
+
+
+def test_inventory_refuses_missing_secrets() -> None:
+    with pytest.raises(ValueError, match="postgres_password"):
+        benchlib.inventory(6, "/tmp/x", {**SECRETS, "postgres_password": ""})
+
+
+_LABELS = 'code="200",component="apiserver",dry_run="",scope="resource",subresource="",version="v1"'
+METRICS = "\n".join([
+    "# HELP apiserver_request_total [STABLE] Counter of apiserver requests",
+    "# TYPE apiserver_request_total counter",
+    f'apiserver_request_total{{{_LABELS},group="apps",resource="deployments",verb="GET"}} 12',
+    f'apiserver_request_total{{{_LABELS},group="apps",resource="deployments",verb="APPLY"}} 3',
+    f'apiserver_request_total{{{_LABELS},group="",resource="pods",verb="LIST"}} 1e+01',
+    'apiserver_request_duration_seconds_count{verb="GET"} 99',
+])
+
+
+def test_apiserver_requests_sum_per_verb_and_ignore_other_series() -> None:
+    counts = benchlib.apiserver_requests(METRICS)
+    assert counts == {"GET": 12.0, "APPLY": 3.0, "LIST": 10.0, "total": 25.0}
+
+
+def test_counter_delta_and_restart_detection() -> None:
+    assert benchlib.counter_delta({"GET": 1, "total": 1}, {"GET": 4, "PATCH": 2, "total": 7}) == {
+        "GET": 3, "PATCH": 2, "total": 6}
+    with pytest.raises(ValueError, match="restarted"):
+        benchlib.counter_delta({"total": 10}, {"total": 3})
+
+
+def test_kubectl_requests_counts_request_lines_of_v6_logs() -> None:
+    text = "\n".join([
+        'I0101 round_trippers.go:632] "Response" verb="GET" url="x"',
+        "I0101 round_trippers.go:553] GET https://127.0.0.1:23443/api?timeout=32s 200 OK in 3 milliseconds",
+        "I0101 round_trippers.go:553] PATCH https://127.0.0.1:23443/apis/apps/v1/namespaces/a/deployments/b"
+        "?fieldManager=x 201 Created in 9 milliseconds",
+        "deployment.apps/b serverside-applied",
+    ])
+    assert benchlib.kubectl_requests(text) == 2
+
+
+def test_count_objects_expands_lists() -> None:
+    documents = [{"kind": "List", "items": [{"kind": "Service"}, {"kind": "Secret"}]}, {"kind": "Namespace"}, {}]
+    assert benchlib.count_objects(documents) == 3
+
+
+def _row(size: int, deploy: float, redeploy: float, validate: float, kubectl: float, *, tasks: int = 100,
+         changed: int = 0, healthy: bool = True) -> dict[str, Any]:
+    return {"size": size, "objects": size * 2 + 40,
+            "deploy": {"seconds": deploy, "tasks": tasks, "api_requests": 10 * size},
+            "redeploy": {"seconds": redeploy, "changed": changed},
+            "validate": {"seconds": validate, "checks": 30, "healthy": healthy},
+            "kubectl": {"seconds": kubectl, "api_requests": 5 * size}}
+
+
+def _met(evaluation: dict[str, Any]) -> dict[str, bool | None]:
+    return {target["target"]: target["met"] for target in evaluation["targets"]}
+
+
+def test_evaluate_reports_every_target_met() -> None:
+    rows = [_row(6, 20, 5, 3, 4), _row(60, 25, 6, 3.5, 10), _row(300, 40, 10, 4, 45)]
+    evaluation = benchlib.evaluate(rows)
+    assert _met(evaluation) == {"deploy_vs_kubectl": True, "deploy_growth": True, "redeploy": True,
+                                "validate_small": True, "validate_growth": True}
+    assert rows[2]["ratios"]["deploy_vs_kubectl"] == pytest.approx(40 / 45, abs=1e-3)
+    assert rows[0]["ratios"]["redeploy_vs_deploy"] == pytest.approx(0.25)
+
+
+def test_evaluate_reports_misses() -> None:
+    rows = [_row(6, 10, 2, 6, 4, tasks=100), _row(300, 90, 40, 20, 30, tasks=120, changed=1, healthy=False)]
+    met = _met(benchlib.evaluate(rows))
+    assert met == {"deploy_vs_kubectl": False, "deploy_growth": False, "redeploy": False,
+                   "validate_small": False, "validate_growth": False}
+
+
+def test_evaluate_flags_a_growing_task_count_even_when_time_is_flat() -> None:
+    rows = [_row(6, 20, 5, 3, 4, tasks=100), _row(300, 21, 5, 3, 40, tasks=400)]
+    assert _met(benchlib.evaluate(rows))["deploy_growth"] is False
+
+
+def test_evaluate_with_one_size_leaves_growth_targets_open() -> None:
+    met = _met(benchlib.evaluate([_row(6, 20, 5, 3, 4)]))
+    assert met["deploy_growth"] is None and met["validate_growth"] is None
+    assert met["validate_small"] is True
+
+
+def _results() -> dict[str, Any]:
+    rows = [_row(6, 20, 5, 3, 4), _row(300, 40, 10, 4, 45)]
+    return {"command": ".venv/bin/python bench/run.py", "date": "2026-01-01 00:00 UTC",
+            "machine": {"cpu_model": "Test CPU", "nproc": 2, "memory_gib": 23.5,
+                        "versions": {"ansible_core": "2.19.14", "kubernetes_core": "6.2.0", "kubectl": "v1.34.4"}},
+            "rows": rows, "evaluation": benchlib.evaluate(rows),
+            "results_file": "bench/results/bench.json", "plot_file": "bench/results/bench.png"}
+
+
+def test_markdown_table_has_a_row_per_size_and_the_command() -> None:
+    block = benchlib.markdown(_results())
+    assert "`.venv/bin/python bench/run.py`" in block
+    assert "Test CPU, 2 CPUs" in block
+    rows = [line for line in block.splitlines() if re.match(r"^\| \d+ \|", line)]
+    assert [line.split("|")[1].strip() for line in rows] == ["6", "300"]
+    assert "| 0.89 |" in rows[1]  # deploy / kubectl at 300
+
+
+def test_replace_between_markers_keeps_the_rest_of_the_readme() -> None:
+    readme = "# Title\n\nintro\n<!-- bench:start -->\nold table\n<!-- bench:end -->\n\n## After\ntext\n"
+    updated = benchlib.replace_between_markers(readme, "NEW")
+    assert updated == "# Title\n\nintro\n<!-- bench:start -->\nNEW\n<!-- bench:end -->\n\n## After\ntext\n"
+    assert benchlib.replace_between_markers(updated, "NEW") == updated
+
+
+@pytest.mark.parametrize("text", ["no markers", "<!-- bench:end --> then <!-- bench:start -->",
+                                  "<!-- bench:start --> only"])
+def test_replace_between_markers_refuses_missing_markers(text: str) -> None:
+    with pytest.raises(ValueError, match="bench:start"):
+        benchlib.replace_between_markers(text, "NEW")
+
+
+def test_seconds_by_play_sums_the_tasks_of_each_play() -> None:
+    stats = {"tasks": [{"play": "servers", "seconds": 1.5}, {"play": "servers", "seconds": 2.0},
+                       {"play": "platform", "seconds": 4.25}]}
+    assert benchlib.seconds_by_play(stats) == {"servers": 3.5, "platform": 4.25}
