@@ -287,10 +287,10 @@ def pointer_service(item: dict[str, Any], namespace: str) -> dict[str, Any]:
 
 
 def local_agent_tiers() -> dict[str, Any] | None:
-    """The tiers of the local default (the bench measures the same tiers), if its inventory sets them."""
+    """The tiers every inventory shares (the bench measures the same tiers)."""
     import yaml
 
-    source = REPO_ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml"
+    source = REPO_ROOT / "inventories" / "common" / "agent_tiers.yml"
     data = yaml.safe_load(source.read_text()) if source.exists() else None
     return data.get("agent_tiers") if isinstance(data, dict) else None
 

@@ -69,10 +69,7 @@ def test_node_pools_and_quota_hold_300_agents_of_the_agents_role_tiers() -> None
     """The generated inventory must not fail deploy's own capacity preflight at the largest size."""
     import yaml
 
-    sources = [REPO_ROOT / "inventories" / "local" / "group_vars" / "all" / "main.yml",
-               REPO_ROOT / "roles" / "agents" / "defaults" / "main.yml"]
-    tiers = next(data["agent_tiers"] for data in (yaml.safe_load(path.read_text()) for path in sources)
-                 if isinstance(data, dict) and "agent_tiers" in data)
+    tiers = yaml.safe_load((REPO_ROOT / "inventories" / "common" / "agent_tiers.yml").read_text())["agent_tiers"]
     counts = benchlib.tier_counts(300)
     cpu = sum(_quantity(tiers[tier]["cpu"]) * count for tier, count in counts.items()) + 1.5
     memory = sum(_quantity(tiers[tier]["memory"]) * count for tier, count in counts.items()) + 3 * 2**29
