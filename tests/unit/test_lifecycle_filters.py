@@ -1,0 +1,190 @@
+"""filter_plugins/lifecycle.py: the decisions of cleanup, emergency stop / resume and rollback."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("sapphire_lifecycle_filters",
+                                               REPO_ROOT / "filter_plugins" / "lifecycle.py")
+assert _spec and _spec.loader
+lifecycle = importlib.util.module_from_spec(_spec)
+sys.modules["sapphire_lifecycle_filters"] = lifecycle
+_spec.loader.exec_module(lifecycle)
+
+NOW = 1_800_000_000.0
+OURS = {"app.kubernetes.io/managed-by": "sapphire-ops", "app.kubernetes.io/part-of": "sapphire"}
+
+
+def obj(kind: str, name: str, labels: dict[str, str] | None = None, **extra: Any) -> dict[str, Any]:
+    meta = {"name": name, "namespace": "ns", "labels": {**OURS, **(labels or {})}}
+    meta.update(extra.pop("meta", {}))
+    return {"kind": kind, "apiVersion": "v1", "metadata": meta, **extra}
+
+
+def agent(kind: str, name: str) -> dict[str, Any]:
+    return obj(kind, f"agent-{name}", {"app.kubernetes.io/component": "agent", "sapphire.io/agent": name})
+
+
+def iso(epoch: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def job(name: str, finished: float | None, kind: str = "Complete") -> dict[str, Any]:
+    status = {} if finished is None else {"conditions": [
+        {"type": kind, "status": "True", "lastTransitionTime": iso(finished)}]}
+    return obj("Job", name, {"app.kubernetes.io/component": "backup"}, status=status)
+
+
+def plan(objects: list[dict[str, Any]], **kwargs: Any) -> list[tuple[str, str]]:
+    return [(item["kind"], item["name"]) for item in
+            lifecycle.cleanup_plan(objects, kwargs.pop("wanted", ["momentum"]), NOW, kwargs.pop("retention", "24h"),
+                                   **kwargs)]
+
+
+def test_removed_agent_objects_are_stale_and_nothing_else() -> None:
+    objects = [agent(kind, name) for kind in ("Deployment", "ConfigMap", "PodDisruptionBudget",
+                                              "HorizontalPodAutoscaler") for name in ("momentum", "pairs")]
+    objects += [obj("Deployment", "trading-coordinator", {"app.kubernetes.io/component": "coordinator"}),
+                obj("ConfigMap", "sapphire-release-1", {"app.kubernetes.io/component": "release"})]
+    assert plan(objects) == [("HorizontalPodAutoscaler", "agent-pairs"), ("PodDisruptionBudget", "agent-pairs"),
+                             ("Deployment", "agent-pairs"), ("ConfigMap", "agent-pairs")]
+    whys = {item["why"] for item in lifecycle.cleanup_plan(objects, ["momentum"], NOW, 0)}
+    assert whys == {"agent 'pairs' is no longer in trading_agents"}
+
+
+def test_objects_without_the_toolkit_labels_are_never_candidates() -> None:
+    foreign = agent("Deployment", "pairs")
+    foreign["metadata"]["labels"]["app.kubernetes.io/managed-by"] = "helm"
+    assert plan([foreign]) == []
+    assert plan([foreign], scope="teardown") == []
+
+
+def test_jobs_are_stale_only_after_the_retention() -> None:
+    jobs = [job("old", NOW - 2 * 86400), job("fresh", NOW - 3600), job("running", None),
+            job("failed-old", NOW - 90000, "Failed")]
+    assert plan(jobs) == [("Job", "failed-old"), ("Job", "old")]
+    assert plan(jobs, retention="3d") == []
+    assert plan(jobs, retention=60) == [("Job", "failed-old"), ("Job", "fresh"), ("Job", "old")]
+
+
+def test_failed_and_evicted_pods_are_stale_running_ones_not() -> None:
+    pods = [obj("Pod", "evicted", status={"phase": "Failed", "reason": "Evicted"}),
+            obj("Pod", "crashed", status={"phase": "Failed"}),
+            obj("Pod", "running", status={"phase": "Running"})]
+    items = lifecycle.cleanup_plan(pods, [], NOW, "1h")
+    assert [(i["name"], i["why"]) for i in items] == [("crashed", "failed pod (Failed)"), ("evicted", "evicted pod")]
+
+
+def test_data_is_kept_unless_included_and_confirmed() -> None:
+    data = [obj("PersistentVolumeClaim", "data-redis-0"), obj("Secret", "redis-credentials"),
+            agent("Deployment", "gone")]
+    assert plan(data, scope="teardown") == [("Deployment", "agent-gone")]
+    assert plan(data, scope="teardown", include_data=True, confirm=[]) == [("Deployment", "agent-gone")]
+    assert plan(data, scope="teardown", confirm=["data-redis-0"]) == [("Deployment", "agent-gone")]
+    assert plan(data, scope="teardown", include_data=True, confirm=["data-redis-0"]) == [
+        ("Deployment", "agent-gone"), ("PersistentVolumeClaim", "data-redis-0")]
+    assert lifecycle.kept_data(data, True, ["data-redis-0"]) == ["Secret ns/redis-credentials"]
+
+
+def test_teardown_leaves_owned_objects_to_their_owner() -> None:
+    owned = obj("Pod", "agent-x-abc", meta={"ownerReferences": [{"kind": "ReplicaSet", "name": "agent-x-1"}]},
+                status={"phase": "Running"})
+    assert plan([owned, obj("Service", "redis")], scope="teardown") == [("Service", "redis")]
+
+
+def test_bad_scope_and_duration_are_rejected() -> None:
+    with pytest.raises(AnsibleFilterError, match="cleanup_scope"):
+        lifecycle.cleanup_plan([], [], NOW, "1h", scope="everything")
+    with pytest.raises(AnsibleFilterError, match="duration"):
+        lifecycle.duration_seconds("a week")
+    assert lifecycle.duration_seconds("36h") == 129600
+    assert lifecycle.duration_seconds("2w") == 1209600
+
+
+def test_expired_backups_keep_the_newest_of_each_directory() -> None:
+    files = [{"path": f"/b/redis/dump-{age}.rdb", "mtime": NOW - age * 86400} for age in (1, 40, 50)]
+    files += [{"path": "/b/pg/base-60.tar", "mtime": NOW - 60 * 86400}]
+    expired = [item["path"] for item in lifecycle.expired_backups(files, NOW, "30d", keep=1)]
+    assert expired == ["/b/redis/dump-40.rdb", "/b/redis/dump-50.rdb"]
+    assert [i["path"] for i in lifecycle.expired_backups(files, NOW, "30d", keep=2)] == ["/b/redis/dump-50.rdb"]
+
+
+def deployment(name: str, replicas: int, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {"kind": "Deployment", "metadata": {"name": name, "namespace": "ns", "annotations": annotations or {}},
+            "spec": {"replicas": replicas}}
+
+
+def test_halt_records_counts_and_a_second_halt_keeps_them() -> None:
+    first = lifecycle.halt_scale([deployment("agent-a", 2), deployment("agent-b", 0)])
+    assert [(p["metadata"]["annotations"]["sapphire.io/halted-replicas"], p["spec"]["replicas"]) for p in first] == [
+        ("2", 0), ("0", 0)]
+    halted = [deployment("agent-a", 0, {"sapphire.io/halted-replicas": "2"})]
+    assert lifecycle.halt_scale(halted)[0]["metadata"]["annotations"]["sapphire.io/halted-replicas"] == "2"
+    assert not lifecycle.halt_needs_scale(halted)
+    # A deploy that scaled a halted agent back up needs the scale again, without losing the count.
+    redeployed = [deployment("agent-a", 2, {"sapphire.io/halted-replicas": "3"})]
+    assert lifecycle.halt_needs_scale(redeployed)
+    assert lifecycle.halt_scale(redeployed)[0]["metadata"]["annotations"]["sapphire.io/halted-replicas"] == "3"
+
+
+def test_resume_restores_recorded_counts_only() -> None:
+    patches = lifecycle.resume_scale([deployment("agent-a", 0, {"sapphire.io/halted-replicas": "2"}),
+                                      deployment("agent-b", 1)])
+    assert patches == [{"apiVersion": "apps/v1", "kind": "Deployment",
+                        "metadata": {"name": "agent-a", "namespace": "ns"}, "spec": {"replicas": 2}}]
+    with pytest.raises(AnsibleFilterError, match="halted-replicas"):
+        lifecycle.resume_scale([deployment("agent-a", 0, {"sapphire.io/halted-replicas": "two"})])
+
+
+def test_release_pointer_moves_and_rollback_targets() -> None:
+    first = lifecycle.release_pointer({}, "A")
+    assert first == {"current": "A", "previous": "", "history": json.dumps(["A"])}
+    assert lifecycle.release_pointer(first, "A") == first  # a second deploy of A changes nothing
+    second = lifecycle.release_pointer(first, "B")
+    assert (second["current"], second["previous"], json.loads(second["history"])) == ("B", "A", ["A", "B"])
+    assert lifecycle.rollback_target(second, ["A", "B"]) == "A"
+    assert lifecycle.rollback_target(second, ["A", "B"], "B") == "B"
+    with pytest.raises(AnsibleFilterError, match="one of: A, B"):
+        lifecycle.rollback_target(second, ["B", "A"], "C")
+    with pytest.raises(AnsibleFilterError, match="no previous release"):
+        lifecycle.rollback_target(first, ["A"])
+    back = lifecycle.rollback_pointer(second, "A")
+    assert (back["current"], back["previous"]) == ("A", "B")
+    assert lifecycle.rollback_pointer(back, "A") == back
+
+
+def test_release_objects_keep_agents_at_zero_while_halted() -> None:
+    objects = [obj("Deployment", "agent-a", {"app.kubernetes.io/component": "agent"}, spec={"replicas": 2}),
+               obj("Deployment", "trading-coordinator", {"app.kubernetes.io/component": "coordinator"},
+                   spec={"replicas": 3})]
+    assert [o["spec"]["replicas"] for o in lifecycle.release_objects(objects, halted=True)] == [0, 3]
+    assert [o["spec"]["replicas"] for o in lifecycle.release_objects(objects)] == [2, 3]
+    assert objects[0]["spec"]["replicas"] == 2  # the record itself is not modified
+
+
+def test_release_object_name_is_a_valid_name() -> None:
+    assert lifecycle.release_object_name("2026.11.0") == "sapphire-release-2026.11.0"
+    assert lifecycle.release_object_name("V1_2+build") == "sapphire-release-v1-2-build"
+
+
+def test_redis_primary_endpoint_prefers_the_region() -> None:
+    hosts = [{"inventory_hostname": "r1", "redis_replication_role": "primary", "sapphire_region": "primary",
+              "redis_port": 16379, "ansible_connection": "local"},
+             {"inventory_hostname": "r2", "redis_replication_role": "replica", "sapphire_region": "dr",
+              "redis_port": 16380},
+             {"inventory_hostname": "r3", "redis_replication_role": "primary", "sapphire_region": "dr",
+              "redis_port": 6379, "ansible_host": "10.0.0.3"}]
+    assert lifecycle.redis_primary_endpoint(hosts, "primary") == {"host": "127.0.0.1", "port": 16379}
+    assert lifecycle.redis_primary_endpoint(hosts, "dr") == {"host": "10.0.0.3", "port": 6379}
+    assert lifecycle.redis_primary_endpoint(hosts[:2], "dr") == {"host": "127.0.0.1", "port": 16379}
+    assert lifecycle.redis_primary_endpoint([], "dr") == {}
