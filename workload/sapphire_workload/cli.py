@@ -97,6 +97,8 @@ class Workload:
         self.metrics.describe("sapphire_circuit_breaker_state", "gauge", "Breaker (0 closed, 1 half-open, 2 open)")
         self.metrics.describe("http_requests_total", "counter", "HTTP requests by handler and code")
         self.metrics.describe("http_request_duration_seconds", "histogram", "HTTP request latency")
+        self.metrics.describe("sapphire_backup_last_success_timestamp_seconds", "gauge",
+                              "Epoch of the last successful backup (from sapphire:backup:<component>)")
         self.metrics.describe("workload_rounds_total", "counter", "Synthetic rounds written")
         self.metrics.describe("workload_last_round_timestamp_seconds", "gauge", "Time of the last round")
 
@@ -119,8 +121,18 @@ class Workload:
                         self.metrics)
             self.metrics.inc("workload_rounds_total")
             self.metrics.set("workload_last_round_timestamp_seconds", self.state.last_round_ts)
+            self.export_backups(client)
         finally:
             client.close()
+
+    def export_backups(self, client: redis.Redis) -> None:
+        """Export the last successful backup per component (written by backup.yml) for BackupStale."""
+        for key in client.scan_iter(match="sapphire:backup:*", count=100):
+            name = key.decode() if isinstance(key, bytes) else key
+            ts = client.hget(name, "ts")
+            if ts:
+                self.metrics.set("sapphire_backup_last_success_timestamp_seconds", float(ts),
+                                 labels={"component": name.rsplit(":", 1)[1]})
 
     def loop(self) -> None:
         while not self.stop.is_set():
