@@ -23,9 +23,9 @@ def test_backup_timestamps_become_the_backup_metric() -> None:
 
     workload.metrics = Registry()
     workload.metrics.describe("sapphire_backup_last_success_timestamp_seconds", "gauge", "last backup")
-    workload.export_backups(FakeRedis({"sapphire:backup:postgres": {"ts": "1700000000.0", "id": "x"},
+    workload.export_backups(FakeRedis({"sapphire:backup:postgres": {"ts": "1700000000", "id": "x"},
                                        "sapphire:backup:redis": {"id": "never-finished"},
                                        "sapphire:agent:momentum:heartbeat": {"ts": "1"}}))
     text = workload.metrics.render()
-    assert 'sapphire_backup_last_success_timestamp_seconds{component="postgres"} 1700000000.0' in text
+    assert 'sapphire_backup_last_success_timestamp_seconds{component="postgres"} 1700000000' in text
     assert 'component="redis"' not in text
