@@ -27,17 +27,9 @@ options:
     type: list
     elements: str
     default: [Watchdog]
-  validate_certs:
-    description: Verify the server certificate for https URLs.
-    type: bool
-    default: true
-  ca_path:
-    description: CA bundle for https URLs.
-    type: path
-  connect_timeout:
-    description: Seconds to wait for the response.
-    type: float
-    default: 5.0
+extends_documentation_fragment:
+  - sapphire.http
+  - sapphire.timeout
 attributes:
   check_mode:
     support: full

@@ -58,39 +58,9 @@ options:
     description: Prefix of the platform's Redis keys.
     type: str
     default: sapphire
-  redis_host:
-    description: Host of the region's primary Redis.
-    type: str
-    default: 127.0.0.1
-  redis_port:
-    description: Port of the Redis server.
-    type: int
-    default: 6379
-  redis_username:
-    description: ACL user name.
-    type: str
-  redis_password:
-    description: Redis password.
-    type: str
-  redis_db:
-    description: Database number.
-    type: int
-    default: 0
-  redis_tls:
-    description: Connect with TLS.
-    type: bool
-    default: false
-  redis_tls_ca_path:
-    description: CA bundle for TLS.
-    type: path
-  redis_tls_verify:
-    description: Verify the server certificate.
-    type: bool
-    default: true
-  connect_timeout:
-    description: Seconds to wait for the connection and each command.
-    type: float
-    default: 5.0
+extends_documentation_fragment:
+  - sapphire.redis
+  - sapphire.timeout
 attributes:
   check_mode:
     support: full

@@ -37,37 +37,9 @@ options:
     description: Seconds of history searched for symbols when O(symbols) is empty.
     type: float
     default: 86400
-  postgres_host:
-    description: Host of the region's primary PostgreSQL.
-    type: str
-    default: 127.0.0.1
-  postgres_port:
-    description: Port of the server.
-    type: int
-    default: 5432
-  postgres_user:
-    description: Role to log in as.
-    type: str
-    default: sapphire
-  postgres_password:
-    description: Password of O(postgres_user).
-    type: str
-  postgres_database:
-    description: Database holding C(trades).
-    type: str
-    default: sapphire
-  postgres_sslmode:
-    description: libpq sslmode.
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-    default: prefer
-  postgres_sslrootcert:
-    description: CA bundle for verify-ca/verify-full.
-    type: path
-  connect_timeout:
-    description: Seconds to wait for the connection.
-    type: float
-    default: 5.0
+extends_documentation_fragment:
+  - sapphire.postgres
+  - sapphire.timeout
 attributes:
   check_mode:
     support: full

@@ -24,37 +24,6 @@ description:
 version_added: "1.0.0"
 author: sapphire-ops
 options:
-  postgres_host:
-    description: Host name, address or socket directory of the server.
-    type: str
-    default: 127.0.0.1
-  postgres_port:
-    description: TCP port (1-65535).
-    type: int
-    default: 5432
-  postgres_user:
-    description: Role to log in as. Lag columns of C(pg_stat_replication) need C(pg_monitor).
-    type: str
-    default: sapphire
-  postgres_password:
-    description: Password of O(postgres_user).
-    type: str
-  postgres_database:
-    description: Database holding the trading tables.
-    type: str
-    default: sapphire
-  postgres_sslmode:
-    description: libpq C(sslmode).
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-    default: prefer
-  postgres_sslrootcert:
-    description: CA bundle for C(verify-ca)/C(verify-full).
-    type: path
-  connect_timeout:
-    description: Seconds to wait for the connection.
-    type: float
-    default: 5.0
   expected_role:
     description: Role the server must have; C(any) reports it without judging.
     type: str
@@ -97,6 +66,9 @@ options:
     description: Report WAL archiving failures from C(pg_stat_archiver).
     type: bool
     default: true
+extends_documentation_fragment:
+  - sapphire.postgres
+  - sapphire.timeout
 attributes:
   check_mode:
     support: full

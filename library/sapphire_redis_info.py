@@ -22,39 +22,6 @@ description:
 version_added: "1.0.0"
 author: sapphire-ops
 options:
-  redis_host:
-    description: Host name or address of the Redis server.
-    type: str
-    default: 127.0.0.1
-  redis_port:
-    description: TCP port of the Redis server (1-65535).
-    type: int
-    default: 6379
-  redis_username:
-    description: ACL user name; omit for the default user.
-    type: str
-  redis_password:
-    description: Password (C(requirepass) or the ACL user's password).
-    type: str
-  redis_db:
-    description: Database number.
-    type: int
-    default: 0
-  redis_tls:
-    description: Connect with TLS.
-    type: bool
-    default: false
-  redis_tls_ca_path:
-    description: CA bundle that signed the server certificate.
-    type: path
-  redis_tls_verify:
-    description: Verify the server certificate when O(redis_tls=true).
-    type: bool
-    default: true
-  connect_timeout:
-    description: Seconds to wait for the connection and for each command.
-    type: float
-    default: 5.0
   expected_role:
     description: Role the server must have; C(any) reports it without judging.
     type: str
@@ -90,6 +57,9 @@ options:
     description: Fail when the append-only file is disabled.
     type: bool
     default: true
+extends_documentation_fragment:
+  - sapphire.redis
+  - sapphire.timeout
 attributes:
   check_mode:
     support: full

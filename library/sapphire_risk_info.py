@@ -40,66 +40,10 @@ options:
     description: Prefix of the platform's Redis keys.
     type: str
     default: sapphire
-  postgres_host:
-    description: Host of the region's primary PostgreSQL.
-    type: str
-    default: 127.0.0.1
-  postgres_port:
-    description: Port of the server.
-    type: int
-    default: 5432
-  postgres_user:
-    description: Role to log in as.
-    type: str
-    default: sapphire
-  postgres_password:
-    description: Password of O(postgres_user).
-    type: str
-  postgres_database:
-    description: Database holding C(trades).
-    type: str
-    default: sapphire
-  postgres_sslmode:
-    description: libpq sslmode.
-    type: str
-    choices: [disable, allow, prefer, require, verify-ca, verify-full]
-    default: prefer
-  postgres_sslrootcert:
-    description: CA bundle for verify-ca/verify-full.
-    type: path
-  redis_host:
-    description: Host of the region's primary Redis (for C(sapphire:portfolio)).
-    type: str
-    default: 127.0.0.1
-  redis_port:
-    description: Port of the Redis server.
-    type: int
-    default: 6379
-  redis_username:
-    description: ACL user name.
-    type: str
-  redis_password:
-    description: Redis password.
-    type: str
-  redis_db:
-    description: Database number.
-    type: int
-    default: 0
-  redis_tls:
-    description: Connect with TLS.
-    type: bool
-    default: false
-  redis_tls_ca_path:
-    description: CA bundle for TLS.
-    type: path
-  redis_tls_verify:
-    description: Verify the server certificate.
-    type: bool
-    default: true
-  connect_timeout:
-    description: Seconds to wait for each connection.
-    type: float
-    default: 5.0
+extends_documentation_fragment:
+  - sapphire.redis
+  - sapphire.postgres
+  - sapphire.timeout
 attributes:
   check_mode:
     support: full
