@@ -321,6 +321,34 @@ def pool_nodes(pools: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]
     return nodes
 
 
+def _contains(wanted: Any, actual: Any) -> bool:
+    """Whether every field of wanted is in actual with the same value (lists compared item by item)."""
+    if isinstance(wanted, dict):
+        return isinstance(actual, dict) and all(key in actual and _contains(value, actual[key])
+                                                for key, value in wanted.items())
+    if isinstance(wanted, list):
+        return (isinstance(actual, list) and len(wanted) == len(actual)
+                and all(_contains(w, a) for w, a in zip(wanted, actual, strict=True)))
+    return wanted == actual or str(wanted) == str(actual)
+
+
+def unconverged(desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Filter: the desired cluster-scoped objects that are missing, or whose fields (status aside) differ.
+
+    Controllers (kwok, the PV binder) keep writing the status of nodes and volumes, so an apply of
+    an unchanged object can still see a different object before and after; comparing only what
+    the definition sets, before applying, keeps a converged cluster at changed=0.
+    """
+    index = {(obj.get("kind"), obj.get("metadata", {}).get("name")): obj for obj in existing or []}
+    result = []
+    for obj in desired or []:
+        current = index.get((obj.get("kind"), obj.get("metadata", {}).get("name")))
+        wanted = {key: value for key, value in obj.items() if key != "status"}
+        if current is None or not _contains(wanted, current):
+            result.append(obj)
+    return result
+
+
 class FilterModule:
     """sapphire-ops filters."""
 
@@ -345,4 +373,5 @@ class FilterModule:
             "sapphire_quota_shortfalls": quota_shortfalls,
             "sapphire_needs_table": needs_table,
             "sapphire_node_capacity": node_capacity,
+            "sapphire_unconverged": unconverged,
         }

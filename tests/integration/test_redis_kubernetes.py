@@ -30,7 +30,6 @@ pytestmark = [pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = f"render-{uuid.uuid4().hex}"
-KUBECONFIGS = sorted((REPO_ROOT / ".local" / "clusters").glob("*/kubeconfig"))
 PLAY = [{"name": "Deploy Redis for a cluster", "hosts": "clusters", "gather_facts": False,
          "roles": [{"role": "redis"}]}]
 
@@ -234,7 +233,6 @@ def wait_json(kubectl: Kubectl, args: list[str], predicate: Callable[[dict[str, 
 
 
 @pytest.mark.cluster
-@pytest.mark.skipif(not KUBECONFIGS, reason="the local clusters are not built (.local/clusters/*/kubeconfig)")
 def test_apply_is_admitted_the_pvc_binds_and_rerun_changes_nothing(
         tmp_path: Path, scratch: tuple[Any, str, str], playbook_runner: Callable[..., Any]) -> None:
     kubectl, namespace, priority = scratch
@@ -294,7 +292,6 @@ def managed_redis() -> Iterator[tuple[int, str]]:
 
 @pytest.mark.servers
 @pytest.mark.cluster
-@pytest.mark.skipif(not KUBECONFIGS, reason="the local clusters are not built (.local/clusters/*/kubeconfig)")
 def test_external_mode_points_the_service_and_reports_differences(
         tmp_path: Path, scratch: tuple[Any, str, str], managed_redis: tuple[int, str],
         playbook_runner: Callable[..., Any]) -> None:

@@ -13,12 +13,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sapphire_testlib import REPO_ROOT, LocalClusters, run_playbook
+from sapphire_testlib import LocalClusters, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
-
-if not (REPO_ROOT / ".local" / "clusters" / "local-primary" / "kubeconfig").exists():
-    pytest.skip("the local clusters are not up (make cluster)", allow_module_level=True)
 
 RELEASE_A, RELEASE_B = "2026.11.0", "2026.12.1"
 AGENTS = [{"name": "momentum", "strategy": "momentum", "tier": "standard", "replicas": 1},

@@ -1,0 +1,64 @@
+"""filter_plugins/sapphire.py: which node pools, storage classes and volumes the cluster role must apply.
+
+kwok rewrites node status and the binder rewrites volume status all the time, so the role
+decides from what the definitions set (status aside) whether anything needs applying.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("sapphire_filters_cluster", REPO_ROOT / "filter_plugins" / "sapphire.py")
+assert _spec and _spec.loader
+filters = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(filters)
+
+NODE = {"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "local-primary-tpu-0", "labels": {"cloud.google.com/gke-tpu-topology": "2x2"},
+                     "annotations": {"kwok.x-k8s.io/node": "fake"}},
+        "spec": {"taints": [{"key": "google.com/tpu", "value": "present", "effect": "NoSchedule"}]},
+        "status": {"allocatable": {"cpu": "16", "google.com/tpu": "4"}}}
+VOLUME = {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-20gi-0"},
+          "spec": {"capacity": {"storage": "20Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "standard"}}
+
+
+def as_served(obj: dict[str, Any], **status: Any) -> dict[str, Any]:
+    """The object as the API server returns it: defaults and controller-written status added."""
+    served = copy.deepcopy(obj)
+    served["metadata"].update({"uid": "abc", "resourceVersion": "42", "labels": {
+        **served["metadata"].get("labels", {}), "kubernetes.io/os": "linux"}})
+    served["spec"]["volumeMode"] = "Filesystem"
+    served["status"] = status
+    return served
+
+
+def names(objects: list[dict[str, Any]]) -> list[str]:
+    return [obj["metadata"]["name"] for obj in objects]
+
+
+def test_a_converged_cluster_needs_nothing_even_when_controllers_rewrote_status() -> None:
+    existing = [as_served(NODE, conditions=[{"type": "Ready", "status": "True", "lastHeartbeatTime": "now"}]),
+                as_served(VOLUME, phase="Bound")]
+    assert filters.unconverged([NODE, VOLUME], existing) == []
+
+
+def test_missing_objects_are_applied() -> None:
+    assert names(filters.unconverged([NODE, VOLUME], [as_served(VOLUME)])) == ["local-primary-tpu-0"]
+
+
+def test_a_changed_label_or_taint_is_applied() -> None:
+    relabelled = copy.deepcopy(NODE)
+    relabelled["metadata"]["labels"]["cloud.google.com/gke-tpu-topology"] = "2x4"
+    untainted = copy.deepcopy(NODE)
+    untainted["spec"]["taints"] = []
+    assert names(filters.unconverged([relabelled], [as_served(NODE)])) == ["local-primary-tpu-0"]
+    assert names(filters.unconverged([untainted], [as_served(NODE)])) == ["local-primary-tpu-0"]
+
+
+def test_objects_are_matched_by_kind_and_name() -> None:
+    same_name = {**copy.deepcopy(VOLUME), "kind": "StorageClass"}
+    assert names(filters.unconverged([VOLUME], [as_served(same_name)])) == ["pv-20gi-0"]
