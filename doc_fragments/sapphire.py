@@ -86,3 +86,60 @@ options:
     type: float
     default: 5.0
 """
+
+    # Options of the trading checks, shared by their single module and sapphire_trading_info.
+    HEARTBEAT = r"""
+options:
+  agents:
+    description:
+      - The agents that must be alive, in the shape of the inventory's C(trading_agents)
+        (other keys are ignored).
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: Agent name (the C(<name>) of the heartbeat key).
+        type: str
+        required: true
+      tier:
+        description: Configured resource tier; compared with the heartbeat's C(tier) field.
+        type: str
+      replicas:
+        description: Configured replicas; 0 means the agent is expected to be silent.
+        type: int
+        default: 1
+  max_age:
+    description: Seconds after which a heartbeat is stale.
+    type: float
+    default: 60
+  halt_status:
+    description: Status of the C(trading_halt) check when C(sapphire:halt) is present.
+    type: str
+    choices: [ok, warn, fail]
+    default: warn
+  check_unexpected:
+    description: Report heartbeat keys of agents not in O(agents).
+    type: bool
+    default: true
+"""
+
+    RISK = r"""
+options:
+  loss_window:
+    description: Seconds of trades summed for the realized loss.
+    type: float
+    default: 3600
+  max_hourly_loss:
+    description: Realized loss in USD over O(loss_window) above which the check fails.
+    type: float
+    default: 1000
+  max_daily_loss_percent:
+    description: Loss since the start of the day, in percent of C(day_open_value), above which the check fails.
+    type: float
+    default: 5
+  check_daily_loss:
+    description: Read C(sapphire:portfolio) from Redis for the daily loss check.
+    type: bool
+    default: true
+"""

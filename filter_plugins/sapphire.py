@@ -349,6 +349,13 @@ def unconverged(desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -
     return result
 
 
+def missing_packages(dpkg_lines: list[str], wanted: list[str]) -> list[str]:
+    """Filter: the wanted packages that `dpkg-query --show --showformat='${Package} ${db:Status-Status}\\n'`
+    does not list as installed (apt opens its whole cache to learn the same; this is the fast no-op path)."""
+    installed = {line.split()[0].split(":")[0] for line in dpkg_lines or [] if line.split()[1:] == ["installed"]}
+    return [name for name in wanted or [] if name not in installed]
+
+
 class FilterModule:
     """sapphire-ops filters."""
 
@@ -374,4 +381,5 @@ class FilterModule:
             "sapphire_needs_table": needs_table,
             "sapphire_node_capacity": node_capacity,
             "sapphire_unconverged": unconverged,
+            "sapphire_missing_packages": missing_packages,
         }

@@ -85,93 +85,22 @@ open:
   elements: str
 """
 
-import time
-from collections.abc import Callable
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     REDIS_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
-    describe_redis_error,
     redis_client,
-    redis_endpoint,
     require_redis,
     validate_params,
 )
-from ansible.module_utils.sapphire_health import fail, finish, fmt_seconds, new_result, ok, warn
-
-
-def describe_breaker(name: str, data: dict[str, str], now: float) -> dict[str, Any]:
-    state = (data.get("state") or "unknown").lower()
-    try:
-        since = float(data["since"])
-        age = round(max(0.0, now - since), 1)
-    except (KeyError, ValueError):
-        since, age = None, None
-    return {"name": name, "state": state, "since": since, "age_seconds": age}
-
-
-def check_breaker(breaker: dict[str, Any], half_open_status: str) -> dict[str, Any]:
-    name, state, age = breaker["name"], breaker["state"], breaker["age_seconds"]
-    duration = f" for {fmt_seconds(age)}" if age is not None else ""
-    check_name = f"circuit:{name}"
-    if state == "closed":
-        return ok(check_name, f"circuit breaker {name} closed", breaker, "closed")
-    if state == "open":
-        return fail(check_name, f"circuit breaker {name} is OPEN{duration}: the platform has cut off {name}; "
-                    "check that dependency (exchange API, market data feed) and its credentials", breaker, "closed")
-    if state == "half_open":
-        builder = {"ok": ok, "warn": warn, "fail": fail}[half_open_status]
-        return builder(check_name, f"circuit breaker {name} is half-open{duration} (probing after failures)",
-                       breaker, "closed")
-    return warn(check_name, f"circuit breaker {name} has an unknown state {state!r}", breaker, "closed")
-
-
-def evaluate(found: dict[str, dict[str, str]], expected: list[str], now: float,
-             half_open_status: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    breakers = [describe_breaker(name, data, now) for name, data in sorted(found.items())]
-    checks = [check_breaker(item, half_open_status) for item in breakers]
-    for name in expected:
-        if name not in found:
-            checks.append(warn(f"circuit:{name}", f"circuit breaker {name} is not registered in Redis; is the "
-                               "coordinator running against this Redis?", "missing", "closed"))
-    if not checks:
-        checks.append(ok("circuit_breakers", "no circuit breakers registered", [], "closed"))
-    return checks, breakers
-
-
-def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any],
-            now: Callable[[], float] = time.time) -> dict[str, Any]:
-    result = new_result(redis_endpoint(params))
-    result.update(breakers=[], open=[])
-    head = f"{params['key_prefix']}:circuit:"
-    try:
-        client = connect(params)
-        keys = sorted(client.scan_iter(match=head + "*", count=1000))
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        found = {key[len(head):]: data or {} for key, data in zip(keys, pipe.execute(), strict=False)}
-    except Exception as exc:  # unreachable Redis is a finding
-        result["checks"].append(fail("redis_reachable", describe_redis_error(exc, params), False, True))
-        return finish(result)
-    checks, breakers = evaluate(found, params["expected"], now(), params["half_open_status"])
-    result["checks"] = [ok("redis_reachable", f"{len(found)} circuit breaker(s) read", True, True), *checks]
-    result["breakers"] = breakers
-    result["open"] = [item["name"] for item in breakers if item["state"] == "open"]
-    return finish(result)
+from ansible.module_utils.sapphire_trading import BREAKER_SPEC
+from ansible.module_utils.sapphire_trading import breaker_collect as collect
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=argument_spec(
-            REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
-            expected={"type": "list", "elements": "str", "default": []},
-            half_open_status={"type": "str", "choices": ["ok", "warn", "fail"], "default": "warn"},
-            key_prefix={"type": "str", "default": "sapphire"},
-        ),
+        argument_spec=argument_spec(REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, BREAKER_SPEC),
         supports_check_mode=True,
     )
     validate_params(module, ports=("redis_port",), positive=("connect_timeout",))

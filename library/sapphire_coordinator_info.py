@@ -73,96 +73,29 @@ metrics:
   type: dict
 """
 
-from collections.abc import Callable
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     HTTP_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
-    http_get,
-    json_or_none,
-    parse_prometheus_text,
     validate_params,
 )
-from ansible.module_utils.sapphire_health import fail, new_result, ok, warn
-from ansible.module_utils.sapphire_health import finish as finish_result
-
-
-def bad_components(health: dict[str, Any]) -> list[str]:
-    found = []
-    for name, detail in sorted((health.get("components") or {}).items()):
-        status = detail.get("status") if isinstance(detail, dict) else detail
-        if status not in ("ok", "up", True):
-            extra = detail.get("error") or detail.get("detail") if isinstance(detail, dict) else None
-            found.append(f"{name}={status}" + (f" ({extra})" if extra else ""))
-    return found
-
-
-def check_health(status: int | None, body: str, error: str | None, url: str) -> tuple[dict[str, Any], Any]:
-    if error:
-        return fail("coordinator_health", f"coordinator unreachable: {error}", None, 200), None
-    health = json_or_none(body)
-    state = health.get("status") if isinstance(health, dict) else None
-    components = bad_components(health) if isinstance(health, dict) else []
-    detail = f"; components: {', '.join(components)}" if components else ""
-    observed = {"http_status": status, "status": state}
-    if status != 200:
-        return fail("coordinator_health", f"{url}/health answered HTTP {status} (status {state}){detail}; check the "
-                    "coordinator's logs", observed, 200), health
-    if state == "fail":
-        return fail("coordinator_health", f"coordinator reports status fail{detail}", observed, "ok"), health
-    if state == "degraded":
-        return warn("coordinator_health", f"coordinator reports status degraded{detail}", observed, "ok"), health
-    if state not in ("ok", "healthy"):
-        return warn("coordinator_health", f"/health answered 200 without a known status ({state!r})", observed,
-                    "ok"), health
-    return ok("coordinator_health", "coordinator healthy", observed, "ok"), health
-
-
-def check_metrics(status: int | None, body: str, error: str | None,
-                  required: list[str]) -> tuple[dict[str, Any], dict[str, int]]:
-    if error:
-        return fail("coordinator_metrics", f"/metrics unreachable: {error}", None, required), {}
-    if status != 200:
-        return fail("coordinator_metrics", f"/metrics answered HTTP {status}", status, required), {}
-    try:
-        samples = parse_prometheus_text(body)
-    except ValueError as exc:
-        return fail("coordinator_metrics", f"/metrics is not valid Prometheus text: {exc}", None, required), {}
-    counts = {name: len(values) for name, values in samples.items()}
-    missing = [name for name in required if name not in counts]
-    if missing:
-        return warn("coordinator_metrics", f"/metrics lacks {', '.join(missing)}; dashboards and alert rules using "
-                    "them are blind", sorted(counts), required), counts
-    return ok("coordinator_metrics", f"/metrics parses ({len(counts)} metrics)", len(counts), required), counts
-
-
-def collect(params: dict[str, Any],
-            get: Callable[..., tuple[int | None, str, str | None]] = http_get) -> dict[str, Any]:
-    base = params["url"].rstrip("/")
-    result = new_result(f"coordinator {base}")
-    health_check, health = check_health(*get(f"{base}/health", params, "application/json"), base)
-    metrics_check, counts = check_metrics(*get(f"{base}/metrics", params, "text/plain"), params["required_metrics"])
-    result["checks"] = [health_check, metrics_check]
-    result.update(health=health if isinstance(health, dict) else None, metrics=counts)
-    return finish_result(result)
+from ansible.module_utils.sapphire_trading import COORDINATOR_SPEC, validate_url
+from ansible.module_utils.sapphire_trading import check_health as check_health  # re-exported for callers
+from ansible.module_utils.sapphire_trading import check_metrics as check_metrics  # re-exported for callers
+from ansible.module_utils.sapphire_trading import coordinator_collect as collect
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=argument_spec(
-            HTTP_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
-            required_metrics={"type": "list", "elements": "str",
-                              "default": ["portfolio_value", "trading_signals_total", "agent_activity_score",
-                                          "circuit_breaker_state"]},
-        ),
+        argument_spec=argument_spec(HTTP_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, COORDINATOR_SPEC),
         supports_check_mode=True,
     )
     validate_params(module, positive=("connect_timeout",))
-    if not module.params["url"].startswith(("http://", "https://")):
-        module.fail_json(msg=f"argument 'url' must start with http:// or https://, got {module.params['url']!r}")
+    try:
+        validate_url(module.params["url"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     module.exit_json(**collect(module.params))
 
 

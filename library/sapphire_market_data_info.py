@@ -85,100 +85,29 @@ symbols:
   sample: {BTC/USDT: {newest: "2026-11-21 10:00:00+00", age_seconds: 3.2}}
 """
 
-from collections.abc import Callable
-from typing import Any
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     POSTGRES_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
-    describe_postgres_error,
     postgres_connect,
-    postgres_endpoint,
     require_psycopg,
     validate_params,
 )
-from ansible.module_utils.sapphire_health import fail, finish, fmt_seconds, new_result, ok
-
-Q_DISCOVER = """
-SELECT symbol, extract(epoch FROM now() - max(timestamp))::float8, max(timestamp)::text
-FROM trades WHERE timestamp > now() - make_interval(secs => %s) GROUP BY symbol ORDER BY symbol
-"""
-Q_SYMBOLS = """
-SELECT s.symbol, extract(epoch FROM now() - t.newest)::float8, t.newest::text
-FROM unnest(%s::text[]) AS s(symbol)
-LEFT JOIN LATERAL (SELECT max(timestamp) AS newest FROM trades WHERE trades.symbol = s.symbol) t ON true
-ORDER BY s.symbol
-"""
-
-
-def check_symbol(symbol: str, age: float | None, newest: str | None, limit: float) -> dict[str, Any]:
-    name = f"market_data:{symbol}"
-    observed = {"newest": newest, "age_seconds": None if age is None else round(age, 1)}
-    if age is None:
-        return fail(name, f"no trade recorded for {symbol}; is the market data feed (and the agents trading it) "
-                    "running?", observed, limit)
-    if age > limit:
-        return fail(name, f"market data for {symbol} is stale: newest trade {fmt_seconds(age)} ago (> "
-                    f"{fmt_seconds(limit)}); check the feed and the market_data circuit breaker", observed, limit)
-    return ok(name, f"{symbol} newest trade {fmt_seconds(age)} ago", observed, limit)
-
-
-def evaluate(rows: list[tuple[str, float | None, str | None]], params: dict[str, Any]) -> list[dict[str, Any]]:
-    overrides = params["max_age_overrides"] or {}
-    checks = [check_symbol(symbol, age, newest, float(overrides.get(symbol, params["max_age"])))
-              for symbol, age, newest in rows]
-    if not checks:
-        checks.append(fail("market_data", f"no trades at all in the last {fmt_seconds(params['lookback'])}; "
-                           "the platform is not trading (halted, or no market data)", None, params["lookback"]))
-    return checks
-
-
-def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
-    result = new_result(postgres_endpoint(params))
-    result["symbols"] = {}
-    try:
-        conn = connect(params)
-    except Exception as exc:  # unreachable database is a finding
-        result["checks"].append(fail("postgres_reachable", describe_postgres_error(exc, params), False, True))
-        return finish(result)
-    try:
-        if params["symbols"]:
-            rows = conn.execute(Q_SYMBOLS, (params["symbols"],)).fetchall()
-        else:
-            rows = conn.execute(Q_DISCOVER, (float(params["lookback"]),)).fetchall()
-    except Exception as exc:  # e.g. the trades table is missing
-        result["checks"].append(fail("market_data", f"{postgres_endpoint(params)}: cannot read trades: "
-                                     f"{' '.join(str(exc).split())}", None, None))
-        return finish(result)
-    finally:
-        conn.close()
-    result["checks"] = [ok("postgres_reachable", "trades read", True, True), *evaluate(rows, params)]
-    result["symbols"] = {symbol: {"newest": newest, "age_seconds": None if age is None else round(age, 1)}
-                         for symbol, age, newest in rows}
-    return finish(result)
+from ansible.module_utils.sapphire_trading import MARKET_DATA_SPEC, validate_max_age_overrides
+from ansible.module_utils.sapphire_trading import market_data_collect as collect
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=argument_spec(
-            POSTGRES_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
-            symbols={"type": "list", "elements": "str", "default": []},
-            max_age={"type": "float", "default": 300.0},
-            max_age_overrides={"type": "dict", "default": {}},
-            lookback={"type": "float", "default": 86400.0},
-        ),
+        argument_spec=argument_spec(POSTGRES_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, MARKET_DATA_SPEC),
         supports_check_mode=True,
     )
     validate_params(module, ports=("postgres_port",), positive=("connect_timeout", "max_age", "lookback"))
-    for symbol, value in (module.params["max_age_overrides"] or {}).items():
-        try:
-            if float(value) <= 0:
-                raise ValueError(value)
-        except (TypeError, ValueError):
-            module.fail_json(msg=f"argument 'max_age_overrides' entry {symbol!r} must be a number of seconds greater "
-                             f"than zero, got {value!r}")
+    try:
+        validate_max_age_overrides(module.params["max_age_overrides"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     require_psycopg(module)
     module.exit_json(**collect(module.params, postgres_connect))
 

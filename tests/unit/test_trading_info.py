@@ -6,12 +6,17 @@ import json
 from typing import Any
 
 import pytest
-from conftest import load_module
-
-heartbeat = load_module("sapphire_heartbeat_info")
-breaker = load_module("sapphire_circuit_breaker_info")
-market = load_module("sapphire_market_data_info")
-risk = load_module("sapphire_risk_info")
+from ansible.module_utils.sapphire_trading import (
+    breaker_evaluate,
+    check_agent,
+    check_breaker,
+    check_daily,
+    check_halt,
+    check_window,
+    describe_breaker,
+    heartbeat_evaluate,
+    market_data_evaluate,
+)
 
 NOW = 1_800_000_000.0
 HB_PARAMS = {"max_age": 60.0, "halt_status": "warn", "check_unexpected": True, "key_prefix": "sapphire"}
@@ -36,7 +41,7 @@ def beat(age: float, **extra: str) -> dict[str, str]:
     (AGENTS[2], beat(3), "skipped", "scaled to zero"),
 ])
 def test_heartbeat_per_agent(agent: dict[str, Any], data: dict[str, str], status: str, phrase: str) -> None:
-    check = heartbeat.check_agent(agent, data, NOW, 60.0)
+    check = check_agent(agent, data, NOW, 60.0)
     assert check["status"] == status
     assert phrase in check["msg"]
     assert check["name"] == f"heartbeat:{agent['name']}"
@@ -44,7 +49,7 @@ def test_heartbeat_per_agent(agent: dict[str, Any], data: dict[str, str], status
 
 def test_heartbeat_lists_stale_missing_unexpected_and_tier_mismatch() -> None:
     beats = {"momentum": beat(300), "scalping": beat(1, tier="standard")}
-    outcome = heartbeat.evaluate(AGENTS, beats, {"momentum", "scalping", "ghost"}, None, NOW, HB_PARAMS)
+    outcome = heartbeat_evaluate(AGENTS, beats, {"momentum", "scalping", "ghost"}, None, NOW, HB_PARAMS)
     assert outcome["stale"] == ["momentum"]
     assert outcome["missing"] == []
     assert outcome["unexpected"] == ["ghost"]
@@ -52,7 +57,7 @@ def test_heartbeat_lists_stale_missing_unexpected_and_tier_mismatch() -> None:
     names = {c["name"]: c["status"] for c in outcome["checks"]}
     assert names["heartbeat_unexpected"] == "warn"
     assert names["trading_halt"] == "ok"
-    missing = heartbeat.evaluate(AGENTS, {}, set(), None, NOW, HB_PARAMS)
+    missing = heartbeat_evaluate(AGENTS, {}, set(), None, NOW, HB_PARAMS)
     assert missing["missing"] == ["momentum", "scalping"]
 
 
@@ -63,7 +68,7 @@ def test_heartbeat_lists_stale_missing_unexpected_and_tier_mismatch() -> None:
     ("plain text", "warn", "warn", "plain text"),
 ])
 def test_halt_flag(raw: str | None, status_param: str, status: str, phrase: str) -> None:
-    check, halt = heartbeat.check_halt(raw, status_param)
+    check, halt = check_halt(raw, status_param)
     assert check["status"] == status
     assert phrase in check["msg"]
     assert (halt is None) == (raw is None)
@@ -76,16 +81,16 @@ def test_halt_flag(raw: str | None, status_param: str, status: str, phrase: str)
     ({"state": "sideways"}, "warn", "unknown state"),
 ])
 def test_circuit_breaker_states(data: dict[str, str], status: str, phrase: str) -> None:
-    check = breaker.check_breaker(breaker.describe_breaker("exchange", data, NOW), "warn")
+    check = check_breaker(describe_breaker("exchange", data, NOW), "warn")
     assert check["status"] == status
     assert phrase in check["msg"]
 
 
 def test_expected_breaker_missing_warns_and_none_registered_is_ok() -> None:
-    checks, _ = breaker.evaluate({"exchange": {"state": "closed", "since": "1"}}, ["exchange", "market_data"], NOW,
+    checks, _ = breaker_evaluate({"exchange": {"state": "closed", "since": "1"}}, ["exchange", "market_data"], NOW,
                                  "warn")
     assert {c["name"]: c["status"] for c in checks} == {"circuit:exchange": "ok", "circuit:market_data": "warn"}
-    checks, _ = breaker.evaluate({}, [], NOW, "warn")
+    checks, _ = breaker_evaluate({}, [], NOW, "warn")
     assert checks[0]["status"] == "ok"
 
 
@@ -102,7 +107,7 @@ MD_PARAMS = {"max_age": 300.0, "max_age_overrides": {"DOGE/USDT": 900}, "lookbac
 ])
 def test_market_data_freshness_per_symbol(rows: list[tuple[str, float | None, str | None]],
                                           statuses: list[str]) -> None:
-    assert [c["status"] for c in market.evaluate(rows, MD_PARAMS)] == statuses
+    assert [c["status"] for c in market_data_evaluate(rows, MD_PARAMS)] == statuses
 
 
 RISK_PARAMS = {"max_hourly_loss": 1000.0, "loss_window": 3600.0, "max_daily_loss_percent": 5.0,
@@ -112,7 +117,7 @@ RISK_PARAMS = {"max_hourly_loss": 1000.0, "loss_window": 3600.0, "max_daily_loss
 def test_loss_above_the_hourly_limit_fails_and_names_the_losers() -> None:
     by_agent = [("scalping", -900.0), ("momentum", -200.0), ("pairs", 50.0)]
     by_symbol = [("BTC/USDT", -1100.0), ("ETH/USDT", 50.0)]
-    check, total, agents, symbols = risk.check_window(by_agent, by_symbol, RISK_PARAMS)
+    check, total, agents, symbols = check_window(by_agent, by_symbol, RISK_PARAMS)
     assert check["status"] == "fail"
     assert total == -1050.0
     assert [a["agent"] for a in agents] == ["scalping", "momentum"]
@@ -123,7 +128,7 @@ def test_loss_above_the_hourly_limit_fails_and_names_the_losers() -> None:
 
 @pytest.mark.parametrize(("pnl", "status"), [(-999.0, "ok"), (-1000.0, "ok"), (-1000.01, "fail"), (5000.0, "ok")])
 def test_hourly_loss_boundary(pnl: float, status: str) -> None:
-    assert risk.check_window([("a", pnl)], [("s", pnl)], RISK_PARAMS)[0]["status"] == status
+    assert check_window([("a", pnl)], [("s", pnl)], RISK_PARAMS)[0]["status"] == status
 
 
 @pytest.mark.parametrize(("portfolio", "error", "status", "phrase"), [
@@ -135,6 +140,6 @@ def test_hourly_loss_boundary(pnl: float, status: str) -> None:
 ])
 def test_daily_loss_against_day_open_value(portfolio: dict[str, str] | None, error: str | None, status: str,
                                            phrase: str) -> None:
-    check, _ = risk.check_daily(portfolio, RISK_PARAMS, error)
+    check, _ = check_daily(portfolio, RISK_PARAMS, error)
     assert check["status"] == status
     assert phrase in check["msg"]
