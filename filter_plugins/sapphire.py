@@ -349,7 +349,7 @@ def unconverged(desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -
     return result
 
 
-def missing_packages(dpkg_lines: list[str], wanted: list[str]) -> list[str]:
+def missing_packages(wanted: list[str], dpkg_lines: list[str]) -> list[str]:
     """Filter: the wanted packages that `dpkg-query --show --showformat='${Package} ${db:Status-Status}\\n'`
     does not list as installed (apt opens its whole cache to learn the same; this is the fast no-op path)."""
     installed = {line.split()[0].split(":")[0] for line in dpkg_lines or [] if line.split()[1:] == ["installed"]}

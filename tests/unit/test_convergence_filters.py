@@ -1,7 +1,10 @@
-"""filter_plugins/sapphire.py: which node pools, storage classes and volumes the cluster role must apply.
+"""filter_plugins/sapphire.py: the filters that keep a converged host at changed=0, quickly.
 
-kwok rewrites node status and the binder rewrites volume status all the time, so the role
-decides from what the definitions set (status aside) whether anything needs applying.
+- sapphire_unconverged: which node pools, storage classes and volumes the cluster role must apply.
+  kwok rewrites node status and the binder rewrites volume status all the time, so the role
+  decides from what the definitions set (status aside) whether anything needs applying.
+- sapphire_missing_packages: which packages the host-mode roles must hand to apt (opening apt's
+  cache costs seconds, dpkg-query does not).
 """
 
 from __future__ import annotations
@@ -62,3 +65,10 @@ def test_a_changed_label_or_taint_is_applied() -> None:
 def test_objects_are_matched_by_kind_and_name() -> None:
     same_name = {**copy.deepcopy(VOLUME), "kind": "StorageClass"}
     assert names(filters.unconverged([VOLUME], [as_served(same_name)])) == ["pv-20gi-0"]
+
+
+def test_only_packages_dpkg_does_not_list_as_installed_are_missing() -> None:
+    dpkg = ["redis-server installed", "redis-tools not-installed", "libc6:amd64 installed"]
+    assert filters.missing_packages(["redis-server", "redis-tools", "libc6", "prometheus"], dpkg) == [
+        "redis-tools", "prometheus"]
+    assert filters.missing_packages(["redis-server"], []) == ["redis-server"]
