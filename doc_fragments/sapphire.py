@@ -4,6 +4,16 @@
 class ModuleDocFragment:
     """Option docs of the connection settings every health module shares."""
 
+    HEALTH = r"""
+attributes:
+  check_mode:
+    description: Can run in check mode and return the same result; it only reads.
+    support: full
+  diff_mode:
+    description: There is nothing to diff; the module changes nothing.
+    support: none
+"""
+
     REDIS = r"""
 options:
   redis_host:

@@ -28,13 +28,9 @@ options:
     elements: str
     default: [Watchdog]
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.http
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
@@ -78,14 +74,13 @@ pending:
 from collections.abc import Callable
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     HTTP_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
     http_get,
     json_or_none,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_health import fail, finish, new_result, ok, warn
 
@@ -156,17 +151,14 @@ def collect(params: dict[str, Any],
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
-            HTTP_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
-            ignore_alerts={"type": "list", "elements": "str", "default": ["Watchdog"]},
-        ),
-        supports_check_mode=True,
-    )
-    validate_params(module, positive=("connect_timeout",))
-    if not module.params["url"].startswith(("http://", "https://")):
-        module.fail_json(msg=f"argument 'url' must start with http:// or https://, got {module.params['url']!r}")
-    module.exit_json(**collect(module.params))
+    def run(params: dict[str, Any]) -> dict[str, Any]:
+        if not params["url"].startswith(("http://", "https://")):
+            raise ValueError(f"argument 'url' must start with http:// or https://, got {params['url']!r}")
+        return collect(params)
+
+    run_health_module(argument_spec(HTTP_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
+                                    ignore_alerts={"type": "list", "elements": "str", "default": ["Watchdog"]}),
+                      run, positive=("connect_timeout",))
 
 
 if __name__ == "__main__":

@@ -34,13 +34,9 @@ options:
     type: str
     default: sapphire
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.redis
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - redis (redis-py) >= 4
 """
@@ -85,27 +81,21 @@ open:
   elements: str
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     REDIS_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
     redis_client,
-    require_redis,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_trading import BREAKER_SPEC
 from ansible.module_utils.sapphire_trading import breaker_collect as collect
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, BREAKER_SPEC),
-        supports_check_mode=True,
-    )
-    validate_params(module, ports=("redis_port",), positive=("connect_timeout",))
-    require_redis(module)
-    module.exit_json(**collect(module.params, redis_client))
+    run_health_module(argument_spec(REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, BREAKER_SPEC),
+                      lambda params: collect(params, redis_client),
+                      needs=("redis",), ports=("redis_port",), positive=("connect_timeout",))
 
 
 if __name__ == "__main__":

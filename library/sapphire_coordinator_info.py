@@ -29,13 +29,9 @@ options:
     elements: str
     default: [portfolio_value, trading_signals_total, agent_activity_score, circuit_breaker_state]
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.http
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 """
 
 EXAMPLES = r"""
@@ -73,12 +69,13 @@ metrics:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from typing import Any
+
 from ansible.module_utils.sapphire_connections import (
     HTTP_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_trading import COORDINATOR_SPEC, validate_url
 from ansible.module_utils.sapphire_trading import check_health as check_health  # re-exported for callers
@@ -87,16 +84,12 @@ from ansible.module_utils.sapphire_trading import coordinator_collect as collect
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(HTTP_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, COORDINATOR_SPEC),
-        supports_check_mode=True,
-    )
-    validate_params(module, positive=("connect_timeout",))
-    try:
-        validate_url(module.params["url"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    module.exit_json(**collect(module.params))
+    def run(params: dict[str, Any]) -> dict[str, Any]:
+        validate_url(params["url"])
+        return collect(params)
+
+    run_health_module(argument_spec(HTTP_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, COORDINATOR_SPEC), run,
+                      positive=("connect_timeout",))
 
 
 if __name__ == "__main__":

@@ -27,14 +27,10 @@ options:
     type: str
     default: sapphire
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.heartbeat
   - sapphire.redis
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - redis (redis-py) >= 4
 """
@@ -102,31 +98,21 @@ halt:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     REDIS_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
     redis_client,
-    require_redis,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_trading import HEARTBEAT_SPEC, normalise_agents
 from ansible.module_utils.sapphire_trading import heartbeat_collect as collect
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, HEARTBEAT_SPEC),
-        supports_check_mode=True,
-    )
-    validate_params(module, ports=("redis_port",), positive=("connect_timeout", "max_age"))
-    try:
-        agents = normalise_agents(module.params["agents"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    require_redis(module)
-    module.exit_json(**collect(module.params, agents, redis_client))
+    run_health_module(argument_spec(REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, HEARTBEAT_SPEC),
+                      lambda params: collect(params, normalise_agents(params["agents"]), redis_client),
+                      needs=("redis",), ports=("redis_port",), positive=("connect_timeout", "max_age"))
 
 
 if __name__ == "__main__":

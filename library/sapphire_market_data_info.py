@@ -38,13 +38,9 @@ options:
     type: float
     default: 86400
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.postgres
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - psycopg >= 3
 """
@@ -85,31 +81,26 @@ symbols:
   sample: {BTC/USDT: {newest: "2026-11-21 10:00:00+00", age_seconds: 3.2}}
 """
 
-from ansible.module_utils.basic import AnsibleModule
+from typing import Any
+
 from ansible.module_utils.sapphire_connections import (
     POSTGRES_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
     argument_spec,
     postgres_connect,
-    require_psycopg,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_trading import MARKET_DATA_SPEC, validate_max_age_overrides
 from ansible.module_utils.sapphire_trading import market_data_collect as collect
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(POSTGRES_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, MARKET_DATA_SPEC),
-        supports_check_mode=True,
-    )
-    validate_params(module, ports=("postgres_port",), positive=("connect_timeout", "max_age", "lookback"))
-    try:
-        validate_max_age_overrides(module.params["max_age_overrides"])
-    except ValueError as exc:
-        module.fail_json(msg=str(exc))
-    require_psycopg(module)
-    module.exit_json(**collect(module.params, postgres_connect))
+    def run(params: dict[str, Any]) -> dict[str, Any]:
+        validate_max_age_overrides(params["max_age_overrides"])
+        return collect(params, postgres_connect)
+
+    run_health_module(argument_spec(POSTGRES_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, MARKET_DATA_SPEC), run,
+                      needs=("psycopg",), ports=("postgres_port",), positive=("connect_timeout", "max_age", "lookback"))
 
 
 if __name__ == "__main__":

@@ -50,11 +50,8 @@ options:
     description: Seconds to wait for each API request.
     type: float
     default: 10
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
+extends_documentation_fragment:
+  - sapphire.health
 requirements:
   - kubernetes (the Python client) >= 24
 """

@@ -67,13 +67,9 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.postgres
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - psycopg >= 3
 seealso:
@@ -140,7 +136,6 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     POSTGRES_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
@@ -148,8 +143,7 @@ from ansible.module_utils.sapphire_connections import (
     describe_postgres_error,
     postgres_connect,
     postgres_endpoint,
-    require_psycopg,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_health import (
     by_level,
@@ -429,8 +423,8 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
+    run_health_module(
+        argument_spec(
             POSTGRES_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
             expected_role={"type": "str", "choices": ["any", "primary", "standby"], "default": "any"},
             min_standbys={"type": "int", "default": 0},
@@ -443,13 +437,10 @@ def main() -> None:
             max_transaction_seconds={"type": "float", "default": 300.0},
             check_archiving={"type": "bool", "default": True},
         ),
-        supports_check_mode=True,
-    )
-    validate_params(module, ports=("postgres_port",), positive=("connect_timeout", "max_transaction_seconds"),
-                    non_negative=("min_standbys", "max_replication_lag_bytes", "max_replication_lag_seconds"),
-                    percents=("connections_warn_percent", "connections_fail_percent"))
-    require_psycopg(module)
-    module.exit_json(**collect(module.params, postgres_connect))
+        lambda params: collect(params, postgres_connect), needs=("psycopg",),
+        ports=("postgres_port",), positive=("connect_timeout", "max_transaction_seconds"),
+        non_negative=("min_standbys", "max_replication_lag_bytes", "max_replication_lag_seconds"),
+        percents=("connections_warn_percent", "connections_fail_percent"))
 
 
 if __name__ == "__main__":

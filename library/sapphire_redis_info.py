@@ -58,13 +58,9 @@ options:
     type: bool
     default: true
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.redis
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - redis (redis-py) >= 4
 notes:
@@ -141,7 +137,6 @@ info:
 from collections.abc import Callable
 from typing import Any
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     REDIS_ARGUMENT_SPEC,
     TIMEOUT_ARGUMENT_SPEC,
@@ -149,8 +144,7 @@ from ansible.module_utils.sapphire_connections import (
     describe_redis_error,
     redis_client,
     redis_endpoint,
-    require_redis,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_health import (
     by_level,
@@ -336,8 +330,8 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(
+    run_health_module(
+        argument_spec(
             REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
             expected_role={"type": "str", "choices": ["any", "primary", "replica"], "default": "any"},
             min_replicas={"type": "int", "default": 0},
@@ -348,13 +342,10 @@ def main() -> None:
             expected_eviction_policy={"type": "str", "default": "allkeys-lru"},
             require_aof={"type": "bool", "default": True},
         ),
-        supports_check_mode=True,
-    )
-    validate_params(module, ports=("redis_port",), positive=("connect_timeout",),
-                    non_negative=("min_replicas", "max_replication_lag_bytes", "max_replication_lag_seconds"),
-                    percents=("memory_warn_percent", "memory_fail_percent"))
-    require_redis(module)
-    module.exit_json(**collect(module.params, redis_client))
+        lambda params: collect(params, redis_client), needs=("redis",),
+        ports=("redis_port",), positive=("connect_timeout",),
+        non_negative=("min_replicas", "max_replication_lag_bytes", "max_replication_lag_seconds"),
+        percents=("memory_warn_percent", "memory_fail_percent"))
 
 
 if __name__ == "__main__":

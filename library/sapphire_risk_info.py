@@ -25,15 +25,11 @@ options:
     type: str
     default: sapphire
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.risk
   - sapphire.redis
   - sapphire.postgres
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - psycopg >= 3
   - redis (redis-py) >= 4
@@ -92,7 +88,6 @@ portfolio:
   type: dict
 """
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.sapphire_connections import (
     POSTGRES_ARGUMENT_SPEC,
     REDIS_ARGUMENT_SPEC,
@@ -100,26 +95,19 @@ from ansible.module_utils.sapphire_connections import (
     argument_spec,
     postgres_connect,
     redis_client,
-    require_psycopg,
-    require_redis,
-    validate_params,
+    run_health_module,
 )
 from ansible.module_utils.sapphire_trading import RISK_SPEC
 from ansible.module_utils.sapphire_trading import risk_collect as collect
 
 
 def main() -> None:
-    module = AnsibleModule(
-        argument_spec=argument_spec(POSTGRES_ARGUMENT_SPEC, REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, RISK_SPEC),
-        supports_check_mode=True,
-    )
-    validate_params(module, ports=("postgres_port", "redis_port"),
-                    positive=("connect_timeout", "loss_window", "max_hourly_loss"),
-                    percents=("max_daily_loss_percent",))
-    require_psycopg(module)
-    if module.params["check_daily_loss"]:
-        require_redis(module)
-    module.exit_json(**collect(module.params, postgres_connect, redis_client))
+    run_health_module(argument_spec(POSTGRES_ARGUMENT_SPEC, REDIS_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC, RISK_SPEC),
+                      lambda params: collect(params, postgres_connect, redis_client),
+                      needs=lambda params: ("psycopg", "redis") if params["check_daily_loss"] else ("psycopg",),
+                      ports=("postgres_port", "redis_port"),
+                      positive=("connect_timeout", "loss_window", "max_hourly_loss"),
+                      percents=("max_daily_loss_percent",))
 
 
 if __name__ == "__main__":

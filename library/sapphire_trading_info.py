@@ -96,17 +96,13 @@ options:
     type: str
     default: sapphire
 extends_documentation_fragment:
+  - sapphire.health
   - sapphire.heartbeat
   - sapphire.risk
   - sapphire.redis
   - sapphire.postgres
   - sapphire.http
   - sapphire.timeout
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
 requirements:
   - redis (redis-py) >= 4, when a Redis check runs
   - psycopg >= 3, when a PostgreSQL check runs

@@ -15,9 +15,10 @@ import json
 import math
 import re
 import traceback
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible.module_utils.urls import open_url
 
 try:
@@ -115,6 +116,28 @@ def require_redis(module: Any) -> None:
 def require_psycopg(module: Any) -> None:
     if not HAS_PSYCOPG:
         module.fail_json(msg=missing_required_lib("psycopg"), exception=PSYCOPG_IMPORT_ERROR)
+
+
+def run_health_module(spec: dict[str, dict[str, Any]], run: Callable[[dict[str, Any]], dict[str, Any]], *,
+                      needs: Iterable[str] | Callable[[dict[str, Any]], Iterable[str]] = (),
+                      **ranges: tuple[str, ...]) -> None:
+    """The main() of a read-only health module.
+
+    Parses the options (check mode supported), applies the range checks of validate_params
+    (`ranges`: ports, positive, non_negative, percents), makes sure the client libraries in
+    `needs` ("redis", "psycopg"; or a function of the options naming them) are installed, runs
+    the check and exits with its result. A ValueError from `run` is a bad option value: the
+    module fails with its message, which names the option.
+    """
+    module = AnsibleModule(argument_spec=spec, supports_check_mode=True)
+    validate_params(module, **ranges)
+    for need in needs(module.params) if callable(needs) else needs:
+        {"redis": require_redis, "psycopg": require_psycopg}[need](module)
+    try:
+        result = run(module.params)
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(**result)
 
 
 def redis_endpoint(params: dict[str, Any]) -> str:

@@ -307,7 +307,7 @@ def documented_options(module: Any) -> dict[str, dict[str, Any]]:
     options: dict[str, dict[str, Any]] = {}
     for name in doc["extends_documentation_fragment"]:
         text = getattr(fragments.ModuleDocFragment, name.split(".", 1)[1].upper())
-        options.update(yaml.safe_load(text)["options"])
+        options.update(yaml.safe_load(text).get("options", {}))
     for name, option in doc.get("options", {}).items():
         options[name] = {**options.get(name, {}), **option}
     return options
