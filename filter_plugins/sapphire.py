@@ -6,6 +6,8 @@ security settings, and so capacity arithmetic (preflight) is done in Python, not
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -14,6 +16,7 @@ from ansible.errors import AnsibleFilterError
 
 PART_OF = "sapphire"
 MANAGED_BY = "sapphire-ops"
+APPLIED_HASH = "sapphire.io/applied-hash"
 
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
 _DECIMAL = {"n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
@@ -333,20 +336,51 @@ def _contains(wanted: Any, actual: Any) -> bool:
 
 
 def unconverged(desired: list[dict[str, Any]], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Filter: the desired cluster-scoped objects that are missing, or whose fields (status aside) differ.
+    """Filter: the desired objects that are missing, or whose fields (status aside) differ.
 
-    Controllers (kwok, the PV binder) keep writing the status of nodes and volumes, so an apply of
-    an unchanged object can still see a different object before and after; comparing only what
-    the definition sets, before applying, keeps a converged cluster at changed=0.
+    Controllers (kwok, the PV binder, the deployment controller) keep writing status, so an apply
+    of an unchanged object can still see a different object before and after; comparing only what
+    the definition sets, before applying, keeps a converged cluster at changed=0 and spares one
+    request pair per object. Objects are matched by kind, namespace and name. Fields a template
+    stops setting are caught through the hash annotation of `with_applied_hash`.
     """
-    index = {(obj.get("kind"), obj.get("metadata", {}).get("name")): obj for obj in existing or []}
+    def key(obj: dict[str, Any]) -> tuple[Any, Any, Any]:
+        meta = obj.get("metadata") or {}
+        return obj.get("kind"), meta.get("namespace"), meta.get("name")
+
+    index = {key(obj): obj for obj in existing or []}
     result = []
     for obj in desired or []:
-        current = index.get((obj.get("kind"), obj.get("metadata", {}).get("name")))
-        wanted = {key: value for key, value in obj.items() if key != "status"}
+        current = index.get(key(obj))
+        wanted = {name: value for name, value in obj.items() if name != "status"}
         if current is None or not _contains(wanted, current):
             result.append(obj)
     return result
+
+
+def with_applied_hash(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Filter: each object annotated with sapphire.io/applied-hash, a digest of its definition.
+
+    A field the template no longer sets is still on the live object, so `unconverged` alone would
+    call the object converged; the digest changes with any change to the definition.
+    """
+    result = []
+    for obj in objects or []:
+        digest = hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+        meta = dict(obj.get("metadata") or {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), APPLIED_HASH: digest}
+        result.append({**obj, "metadata": meta})
+    return result
+
+
+def kinds(objects: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Filter: the distinct apiVersion/kind pairs of a list of objects, in first-seen order."""
+    seen: list[dict[str, str]] = []
+    for obj in objects or []:
+        pair = {"api_version": obj.get("apiVersion"), "kind": obj.get("kind")}
+        if pair not in seen:
+            seen.append(pair)
+    return seen
 
 
 def missing_packages(wanted: list[str], dpkg_lines: list[str]) -> list[str]:
@@ -381,5 +415,7 @@ class FilterModule:
             "sapphire_needs_table": needs_table,
             "sapphire_node_capacity": node_capacity,
             "sapphire_unconverged": unconverged,
+            "sapphire_with_applied_hash": with_applied_hash,
+            "sapphire_kinds": kinds,
             "sapphire_missing_packages": missing_packages,
         }

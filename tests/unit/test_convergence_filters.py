@@ -72,3 +72,46 @@ def test_only_packages_dpkg_does_not_list_as_installed_are_missing() -> None:
     assert filters.missing_packages(["redis-server", "redis-tools", "libc6", "prometheus"], dpkg) == [
         "redis-tools", "prometheus"]
     assert filters.missing_packages(["redis-server"], []) == ["redis-server"]
+
+
+DEPLOYMENT = {"apiVersion": "apps/v1", "kind": "Deployment",
+              "metadata": {"name": "agent-momentum", "namespace": "trading-system", "labels": {"tier": "standard"}},
+              "spec": {"replicas": 2, "template": {"spec": {"containers": [
+                  {"name": "agent", "image": "sapphire/agent:2026.11.0", "env": [{"name": "A", "value": "1"}]}]}}}}
+
+
+def applied(obj: dict[str, Any]) -> dict[str, Any]:
+    return filters.with_applied_hash([obj])[0]
+
+
+def test_a_namespaced_workload_applied_before_is_converged() -> None:
+    live = as_served(applied(DEPLOYMENT))
+    assert filters.unconverged([applied(DEPLOYMENT)], [live]) == []
+
+
+def test_the_same_name_in_another_namespace_is_not_the_same_object() -> None:
+    elsewhere = copy.deepcopy(DEPLOYMENT)
+    elsewhere["metadata"]["namespace"] = "trading-staging"
+    assert names(filters.unconverged([applied(DEPLOYMENT)], [as_served(applied(elsewhere))])) == ["agent-momentum"]
+
+
+def test_a_field_the_template_stops_setting_changes_the_hash_and_is_applied() -> None:
+    """Without the digest the old live object still contains every field the new definition sets."""
+    live = as_served(applied(DEPLOYMENT))
+    trimmed = copy.deepcopy(DEPLOYMENT)
+    del trimmed["metadata"]["labels"]["tier"]
+    assert filters.unconverged([trimmed], [live]) == [], "a plain subset check cannot see the removal"
+    assert names(filters.unconverged([applied(trimmed)], [live])) == ["agent-momentum"]
+
+
+def test_an_edit_made_by_hand_is_put_back() -> None:
+    live = as_served(applied(DEPLOYMENT))
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "sapphire/agent:hand-edited"
+    assert names(filters.unconverged([applied(DEPLOYMENT)], [live])) == ["agent-momentum"]
+
+
+def test_kinds_lists_each_api_version_and_kind_once() -> None:
+    objects = [DEPLOYMENT, VOLUME, DEPLOYMENT, NODE]
+    assert filters.kinds(objects) == [{"api_version": "apps/v1", "kind": "Deployment"},
+                                      {"api_version": "v1", "kind": "PersistentVolume"},
+                                      {"api_version": "v1", "kind": "Node"}]
