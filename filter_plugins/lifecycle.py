@@ -7,6 +7,8 @@ cluster, call these, show the result and act on exactly that list.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import re
 from datetime import datetime
@@ -332,6 +334,30 @@ def redis_primary_endpoint(redis_hosts: list[dict[str, Any]], region: str = "pri
     return {"host": host, "port": int(entry.get("redis_port", 6379))}
 
 
+def pack_objects(objects: list[dict[str, Any]]) -> str:
+    """Filter: a release's rendered objects as base64 of gzipped JSON, for a ConfigMap's binaryData.
+
+    A ConfigMap holds at most 1 MiB; the plain JSON of a few hundred agents is larger, and it
+    compresses about twentyfold. mtime=0 keeps the bytes identical for identical objects, so a
+    re-deploy of the same release changes nothing.
+    """
+    raw = json.dumps(objects, sort_keys=True, separators=(",", ":")).encode()
+    return base64.b64encode(gzip.compress(raw, mtime=0)).decode()
+
+
+def unpack_objects(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Filter: the objects a release record ConfigMap holds (binaryData objects.json.gz, or the
+    plain data objects.json of records written before releases were compressed)."""
+    packed = (record.get("binaryData") or {}).get("objects.json.gz")
+    if packed:
+        return json.loads(gzip.decompress(base64.b64decode(packed)))
+    plain = (record.get("data") or {}).get("objects.json")
+    if plain is None:
+        name = (record.get("metadata") or {}).get("name", "the release record")
+        raise AnsibleFilterError(f"{name} holds neither binaryData objects.json.gz nor data objects.json")
+    return json.loads(plain)
+
+
 class FilterModule:
     """sapphire-ops lifecycle filters."""
 
@@ -350,6 +376,8 @@ class FilterModule:
             "sapphire_rollback_target": rollback_target,
             "sapphire_rollback_pointer": rollback_pointer,
             "sapphire_release_objects": release_objects,
+            "sapphire_pack_objects": pack_objects,
+            "sapphire_unpack_objects": unpack_objects,
             "sapphire_workload_images": workload_images,
             "sapphire_redis_primary_endpoint": redis_primary_endpoint,
             "sapphire_with_label": with_label,

@@ -188,3 +188,23 @@ def test_redis_primary_endpoint_prefers_the_region() -> None:
     assert lifecycle.redis_primary_endpoint(hosts, "dr") == {"host": "10.0.0.3", "port": 6379}
     assert lifecycle.redis_primary_endpoint(hosts[:2], "dr") == {"host": "127.0.0.1", "port": 16379}
     assert lifecycle.redis_primary_endpoint([], "dr") == {}
+
+
+def test_release_objects_pack_small_enough_for_a_configmap_and_unpack_unchanged() -> None:
+    """300 agents' rendered objects are over the 1 MiB ConfigMap limit as plain JSON (found by make bench)."""
+    objects = [obj("Deployment", f"agent-{index}", spec={"replicas": 2, "template": {"spec": {"containers": [
+        {"name": "agent", "image": "sapphire/agent:2026.11.0", "env": [{"name": f"VAR_{n}", "value": "x" * 40}
+                                                                       for n in range(50)]}]}}})
+               for index in range(300)]
+    assert len(json.dumps(objects)) > 1024 * 1024
+    packed = lifecycle.pack_objects(objects)
+    assert len(packed) < 1024 * 1024 / 4
+    assert packed == lifecycle.pack_objects(objects), "the same objects pack to the same bytes (idempotent apply)"
+    assert lifecycle.unpack_objects({"binaryData": {"objects.json.gz": packed}}) == objects
+
+
+def test_records_written_before_compression_still_unpack() -> None:
+    objects = [obj("Deployment", "agent-momentum")]
+    assert lifecycle.unpack_objects({"data": {"objects.json": json.dumps(objects)}}) == objects
+    with pytest.raises(AnsibleFilterError, match="sapphire-release-x holds neither"):
+        lifecycle.unpack_objects({"metadata": {"name": "sapphire-release-x"}, "data": {"release": "x"}})
