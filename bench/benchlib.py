@@ -227,6 +227,21 @@ def seconds_by_play(stats: dict[str, Any]) -> dict[str, float]:
     return plays
 
 
+PLAY_GROUPS = (("cluster", "Ensure the Kubernetes clusters"), ("host-mode servers", "Ensure the host-mode"),
+               ("platform", "Deploy the platform to each cluster"))
+
+
+def deploy_breakdown(by_play: dict[str, float]) -> dict[str, float]:
+    """A deploy's seconds in the parts that behave differently: the cluster play and the host-mode
+    server plays (a fixed cost whatever the ensemble), the platform play (the Kubernetes objects,
+    the part kubectl does) and the rest (DR state, preflight, workload)."""
+    parts = {name: 0.0 for name, _ in PLAY_GROUPS} | {"other": 0.0}
+    for play, seconds in by_play.items():
+        group = next((name for name, prefix in PLAY_GROUPS if play.startswith(prefix)), "other")
+        parts[group] = round(parts[group] + seconds, 2)
+    return parts
+
+
 def slowest_tasks(stats: dict[str, Any], limit: int = 8) -> list[dict[str, Any]]:
     """The tasks that took longest, with their role, for the report."""
     tasks = sorted(stats.get("tasks", []), key=lambda task: task["seconds"], reverse=True)
@@ -281,7 +296,8 @@ def markdown(results: dict[str, Any]) -> str:
     machine = results["machine"]
     lines = [
         f"Measured by `{results['command']}` on {results['date']} ({machine['cpu_model']}, {machine['nproc']} CPUs, "
-        f"{machine['memory_gib']} GiB; ansible-core {machine['versions']['ansible_core']}, kubernetes.core "
+        f"{machine['memory_gib']} GiB, load average {_load(machine)} at the start; "
+        f"ansible-core {machine['versions']['ansible_core']}, kubernetes.core "
         f"{machine['versions']['kubernetes_core']}, kubectl {machine['versions']['kubectl']}; one kwok cluster, "
         "host-mode Redis/PostgreSQL/Prometheus and the synthetic workload). Seconds of wall-clock time; "
         f"results in `{results['results_file']}`, plot `{results['plot_file']}`.",
@@ -297,11 +313,27 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {row['redeploy']['seconds']:.1f} ({row['redeploy']['changed']}) "
             f"| {row['validate']['seconds']:.1f} ({row['validate']['checks']}) "
             f"| {_fmt_int(row['deploy'].get('api_requests'))} / {_fmt_int(row['kubectl'].get('api_requests'))} |")
+    lines += ["", "Where a deploy's task time goes, seconds (fresh deploy / no-op re-deploy), from the "
+              "per-task timings:", "",
+              "| agents | cluster play | host-mode server plays "
+              "| platform play (namespace, data services, monitoring, agents, wait) | other plays |",
+              "| ---: | ---: | ---: | ---: | ---: |"]
+    for row in results["rows"]:
+        fresh = deploy_breakdown(row["deploy"].get("seconds_by_play", {}))
+        again = deploy_breakdown(row["redeploy"].get("seconds_by_play", {}))
+        cells = " | ".join(f"{fresh[name]:.1f} / {again[name]:.1f}" for name in ("cluster", "host-mode servers",
+                                                                                  "platform", "other"))
+        lines.append(f"| {row['size']} | {cells} |")
     lines += ["", "| target | observed | limit | met |", "| --- | ---: | ---: | --- |"]
     for target in results["evaluation"]["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[target["met"]]
         lines.append(f"| {target['text']} | {_fmt(target['observed'])} | {_fmt(target['limit'])} | {met} |")
     return "\n".join(lines)
+
+
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_average_at_start")
+    return " / ".join(f"{value:.2f}" for value in load) if load else "unknown"
 
 
 def _fmt(value: float | None) -> str:

@@ -206,7 +206,8 @@ def test_markdown_table_has_a_row_per_size_and_the_command() -> None:
     block = benchlib.markdown(_results())
     assert "`.venv/bin/python bench/run.py`" in block
     assert "Test CPU, 2 CPUs" in block
-    rows = [line for line in block.splitlines() if re.match(r"^\| \d+ \|", line)]
+    first_table = block.split("Where a deploy's task time goes")[0]
+    rows = [line for line in first_table.splitlines() if re.match(r"^\| \d+ \|", line)]
     assert [line.split("|")[1].strip() for line in rows] == ["6", "300"]
     assert "| 0.89 |" in rows[1]  # deploy / kubectl at 300
 
@@ -229,3 +230,21 @@ def test_seconds_by_play_sums_the_tasks_of_each_play() -> None:
     stats = {"tasks": [{"play": "servers", "seconds": 1.5}, {"play": "servers", "seconds": 2.0},
                        {"play": "platform", "seconds": 4.25}]}
     assert benchlib.seconds_by_play(stats) == {"servers": 3.5, "platform": 4.25}
+
+
+def test_deploy_breakdown_groups_the_plays_by_what_they_do() -> None:
+    by_play = {"Ensure the Kubernetes clusters": 11.0, "Ensure the host-mode Redis servers": 13.0,
+               "Ensure the host-mode PostgreSQL servers": 17.5, "Deploy the platform to each cluster": 40.25,
+               "Preflight - check the inventory": 2.0, "Run the synthetic trading workload in the live region": 1.5}
+    assert benchlib.deploy_breakdown(by_play) == {"cluster": 11.0, "host-mode servers": 30.5, "platform": 40.25,
+                                                  "other": 3.5}
+
+
+def test_markdown_shows_the_breakdown_and_the_load_the_run_started_under() -> None:
+    results = _results()
+    results["machine"]["load_average_at_start"] = [0.12, 0.5, 1.0]
+    results["rows"][1]["deploy"]["seconds_by_play"] = {"Deploy the platform to each cluster": 30.0}
+    results["rows"][1]["redeploy"]["seconds_by_play"] = {"Deploy the platform to each cluster": 3.0}
+    block = benchlib.markdown(results)
+    assert "load average 0.12 / 0.50 / 1.00 at the start" in block
+    assert "| 300 | 0.0 / 0.0 | 0.0 / 0.0 | 30.0 / 3.0 | 0.0 / 0.0 |" in block
