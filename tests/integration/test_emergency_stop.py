@@ -4,7 +4,8 @@ The platform is deployed into a throw-away namespace (deploy.yml --limit local-p
 sapphire_namespace=...), the halt flag goes to a redis-server this test starts (never the local
 default's Redis). An operator relies on: zero agent pods and the flag set after the stop, the
 coordinator untouched, the same with Redis down (reported, agents still at zero), a deploy while
-halted keeping the agents at zero, and resume restoring the recorded counts.
+halted keeping the agents at zero, resume restoring the recorded counts, and validate.yml's
+auto_halt_on_loss stopping trading when the loss limit breaks (and only reporting without it).
 """
 
 from __future__ import annotations
@@ -165,3 +166,41 @@ def test_stop_without_a_reason_is_refused_before_anything(platform: str, local_c
     assert result.rc != 0
     assert "emergency_stop_reason" in "\n".join(result.failure_messages())
     assert replicas(local_clusters, platform) == before
+
+
+def test_validate_halts_trading_on_a_broken_loss_limit_only_with_auto_halt_on_loss(
+        platform: str, local_clusters: LocalClusters, halt_redis: Any, throwaway_postgres: Any, tmp_path: Any) -> None:
+    """validate.yml's risk check fails on a realized loss over validate_max_hourly_loss; with
+    auto_halt_on_loss it runs the emergency stop of that cluster, without it it only reports."""
+    namespace = platform
+    assert sum(replicas(local_clusters, namespace)[name] for name in EXPECTED) == sum(EXPECTED.values())
+    throwaway_postgres.psql("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, pnl) "
+                            "VALUES (now(), 'BTC/USDT', 'momentum', 'sell', 1, 50000, -25000)")
+
+    def validate(**extra: Any) -> Any:
+        return run_playbook("validate.yml", limit="local-primary", extra_vars=stop_vars(
+            namespace, halt_redis, validate_components=["agents"], validate_report_dir=str(tmp_path),
+            validate_redis_endpoint={"host": "127.0.0.1", "port": halt_redis.port},
+            validate_postgres_endpoint={"host": "127.0.0.1", "port": throwaway_postgres.port},
+            postgres_password=throwaway_postgres.password, validate_max_hourly_loss=1000, **extra))
+
+    report_only = validate()
+    assert report_only.rc != 0, "a broken loss limit fails validate"
+    risk = next(item for item in json.loads((tmp_path / "validate.json").read_text())["reports"]
+                if item["component"] == "risk")
+    assert any("realized loss 25000.00 USD" in problem for problem in risk["problems"]), risk["problems"]
+    assert halt_redis.client().get("sapphire:halt") is None
+    assert all(replicas(local_clusters, namespace)[name] == count for name, count in EXPECTED.items())
+
+    halting = validate(auto_halt_on_loss=True)
+    assert halting.rc != 0
+    assert wait_pods(local_clusters, namespace, 0) == []
+    assert all(replicas(local_clusters, namespace)[name] == 0 for name in EXPECTED)
+    halt = json.loads(halt_redis.client().get("sapphire:halt"))
+    assert halt["actor"] == "validate.yml (auto_halt_on_loss)"
+    assert "realized loss 25000.00 USD" in halt["reason"], halt["reason"]
+
+    resume = run_playbook("resume.yml", limit="local-primary",
+                          extra_vars=stop_vars(namespace, halt_redis, resume_validate=False))
+    assert resume.rc == 0, resume.explain()
+    assert {name: replicas(local_clusters, namespace)[name] for name in EXPECTED} == EXPECTED
