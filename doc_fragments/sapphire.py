@@ -14,6 +14,14 @@ attributes:
     support: none
 """
 
+    KEY_PREFIX = r"""
+options:
+  key_prefix:
+    description: Prefix of the platform's Redis keys.
+    type: str
+    default: sapphire
+"""
+
     REDIS = r"""
 options:
   redis_host:

@@ -29,12 +29,9 @@ options:
     type: str
     choices: [ok, warn, fail]
     default: warn
-  key_prefix:
-    description: Prefix of the platform's Redis keys.
-    type: str
-    default: sapphire
 extends_documentation_fragment:
   - sapphire.health
+  - sapphire.key_prefix
   - sapphire.redis
   - sapphire.timeout
 requirements:

@@ -21,13 +21,9 @@ description:
   - An unreachable Redis is a failing check, never a module failure.
 version_added: "1.0.0"
 author: sapphire-ops
-options:
-  key_prefix:
-    description: Prefix of the platform's Redis keys.
-    type: str
-    default: sapphire
 extends_documentation_fragment:
   - sapphire.health
+  - sapphire.key_prefix
   - sapphire.heartbeat
   - sapphire.redis
   - sapphire.timeout

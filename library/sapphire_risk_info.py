@@ -19,13 +19,9 @@ description:
   - Read-only; it never halts trading (emergency-stop.yml does).
 version_added: "1.0.0"
 author: sapphire-ops
-options:
-  key_prefix:
-    description: Prefix of the platform's Redis keys.
-    type: str
-    default: sapphire
 extends_documentation_fragment:
   - sapphire.health
+  - sapphire.key_prefix
   - sapphire.risk
   - sapphire.redis
   - sapphire.postgres

@@ -91,12 +91,9 @@ options:
     description: Read C(sapphire:portfolio) from Redis for the daily loss check; only with O(redis_host).
     type: bool
     default: true
-  key_prefix:
-    description: Prefix of the platform's Redis keys.
-    type: str
-    default: sapphire
 extends_documentation_fragment:
   - sapphire.health
+  - sapphire.key_prefix
   - sapphire.heartbeat
   - sapphire.risk
   - sapphire.redis
