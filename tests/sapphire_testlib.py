@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,21 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 LOCAL_INVENTORY = REPO_ROOT / "inventories" / "local"
+
+
+def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition", interval: float = 0.1) -> None:
+    """Poll predicate until it is true; exceptions count as not yet (a server still starting or
+    promoting). Fails the test with the last error after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if predicate():
+                return
+        except Exception as exc:  # the server is still starting
+            last = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
 @dataclass

@@ -32,6 +32,7 @@ import pytest
 import redis
 import yaml
 from sapphire_testlib import PlaybookResult, run_playbook
+from sapphire_testlib import wait_for as poll
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -154,16 +155,8 @@ def insert_trade(conn: psycopg.Connection, order_id: str) -> None:
 
 
 def wait_for(predicate: Any, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            if predicate():
-                return
-        except Exception as exc:  # a server still starting or promoting
-            last = exc
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+    """sapphire_testlib.wait_for with the DR drill's longer timeout and slower polling."""
+    poll(predicate, timeout, what, interval=0.5)
 
 
 def has_trade(servers: DataServers, host: str, order_id: str) -> bool:
