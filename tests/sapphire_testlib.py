@@ -35,6 +35,22 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition", int
     raise AssertionError(f"timed out waiting for {what} (last error: {last})")
 
 
+def postgres_admin(instance_dir: Path, port: int, dbname: str = "sapphire") -> Any:
+    """Superuser of a host-mode PostgreSQL instance over its socket (<instance_dir>/run; root maps to postgres)."""
+    import psycopg
+
+    return psycopg.connect(host=str(instance_dir / "run"), port=port, user="postgres", dbname=dbname,
+                           autocommit=True, connect_timeout=10)
+
+
+def postgres_app(port: int, password: str) -> Any:
+    """The platform's user over TCP with its password, as the coordinator connects."""
+    import psycopg
+
+    return psycopg.connect(host="127.0.0.1", port=port, user="sapphire", dbname="sapphire", password=password,
+                           autocommit=True, connect_timeout=10)
+
+
 @dataclass
 class PlaybookResult:
     """What one ansible-playbook run did, parsed from the json callback."""

@@ -31,7 +31,7 @@ import psycopg
 import pytest
 import redis
 import yaml
-from sapphire_testlib import PlaybookResult, run_playbook
+from sapphire_testlib import PlaybookResult, postgres_admin, postgres_app, run_playbook
 from sapphire_testlib import wait_for as poll
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -116,12 +116,10 @@ class DataServers:
         return self.local_dir / "postgres" / host
 
     def admin(self, host: str, dbname: str = "sapphire") -> psycopg.Connection:
-        return psycopg.connect(host=str(self.pg_dir(host) / "run"), port=self.ports[host], user="postgres",
-                               dbname=dbname, autocommit=True, connect_timeout=10)
+        return postgres_admin(self.pg_dir(host), self.ports[host], dbname)
 
     def app(self, host: str) -> psycopg.Connection:
-        return psycopg.connect(host="127.0.0.1", port=self.ports[host], user="sapphire", dbname="sapphire",
-                               password=self.secrets["postgres_password"], autocommit=True, connect_timeout=10)
+        return postgres_app(self.ports[host], self.secrets["postgres_password"])
 
     def redis(self, host: str) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.ports[host], password=self.secrets["redis_password"],

@@ -25,6 +25,7 @@ import psycopg
 import pytest
 import testinfra
 import yaml
+from sapphire_testlib import postgres_admin, postgres_app
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -60,13 +61,11 @@ class Pair:
 
     def admin(self, host: str, dbname: str = "sapphire") -> psycopg.Connection:
         """Superuser over the instance's socket (peer, root mapped to postgres)."""
-        return psycopg.connect(host=str(self.base(host) / "run"), port=self.ports[host], user="postgres",
-                               dbname=dbname, autocommit=True, connect_timeout=10)
+        return postgres_admin(self.base(host), self.ports[host], dbname)
 
     def app(self, host: str) -> psycopg.Connection:
         """The platform's user over TCP with its password, as the coordinator connects."""
-        return psycopg.connect(host="127.0.0.1", port=self.ports[host], user="sapphire", dbname="sapphire",
-                               password=self.secrets["postgres_password"], autocommit=True, connect_timeout=10)
+        return postgres_app(self.ports[host], self.secrets["postgres_password"])
 
 
 def write_inventory(path: Path, local_dir: Path, hosts: dict[str, dict[str, Any]]) -> Path:
