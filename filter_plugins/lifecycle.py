@@ -89,7 +89,7 @@ def _pod_failure(pod: dict[str, Any]) -> str | None:
 
 
 def cleanup_plan(objects: list[dict[str, Any]], wanted_agents: list[Any], now: float, job_retention: Any,
-                 scope: str = "stale", include_data: bool = False, confirm: list[str] | None = None,
+                 scope: str = "stale", include_data: bool = False, data_names: list[str] | None = None,
                  job_owners: list[str] | None = None) -> list[dict[str, Any]]:
     """Filter: what cleanup deletes from one namespace, each {kind, api_version, namespace, name, why}.
 
@@ -99,13 +99,13 @@ def cleanup_plan(objects: list[dict[str, Any]], wanted_agents: list[Any], now: f
     longer in wanted_agents, Jobs finished longer than job_retention ago, failed or evicted pods.
     scope 'teardown': every labelled object of the namespace.
     PersistentVolumeClaims and Secrets are only listed when include_data is true and their name is
-    in confirm, in either scope.
+    in data_names (cleanup_data_names), in either scope.
     """
     if scope not in ("stale", "teardown"):
         raise AnsibleFilterError(f"cleanup_scope must be stale or teardown, not {scope!r}")
     wanted = {agent["name"] if isinstance(agent, dict) else str(agent) for agent in wanted_agents or []}
     retention = duration_seconds(job_retention)
-    confirmed = set(confirm or [])
+    named = set(data_names or [])
     plan: list[dict[str, Any]] = []
     seen: set[tuple[str, str, str]] = set()
     for obj in objects or []:
@@ -118,8 +118,8 @@ def cleanup_plan(objects: list[dict[str, Any]], wanted_agents: list[Any], now: f
             continue
         why = None
         if kind in DATA_KINDS:
-            if include_data and meta.get("name") in confirmed:
-                why = f"data, confirmed in cleanup_confirm ({scope})"
+            if include_data and meta.get("name") in named:
+                why = f"data, named in cleanup_data_names ({scope})"
         elif scope == "teardown":
             # Objects a controller owns (ReplicaSets' pods, Jobs' pods) go with their owner.
             if not meta.get("ownerReferences") or _pod_failure(obj):
@@ -149,30 +149,33 @@ def cleanup_plan(objects: list[dict[str, Any]], wanted_agents: list[Any], now: f
     return sorted(plan, key=lambda item: (order.get(item["kind"], 50), item["namespace"], item["name"]))
 
 
-def kept_data(objects: list[dict[str, Any]], include_data: bool = False, confirm: list[str] | None = None) -> list[str]:
+def kept_data(objects: list[dict[str, Any]], include_data: bool = False,
+              data_names: list[str] | None = None) -> list[str]:
     """Filter: 'Kind namespace/name' of the labelled data objects cleanup keeps."""
-    confirmed = set(confirm or []) if include_data else set()
+    named = set(data_names or []) if include_data else set()
     return sorted(f"{obj.get('kind')} {_meta(obj).get('namespace', '')}/{_meta(obj).get('name', '')}"
                   for obj in objects or [] if _ours(obj) and obj.get("kind") in DATA_KINDS
-                  and _meta(obj).get("name") not in confirmed)
+                  and _meta(obj).get("name") not in named)
 
 
-def expired_backups(files: list[dict[str, Any]], now: float, retention: Any, keep: int = 1) -> list[dict[str, Any]]:
-    """Filter: backup files (find results: path, mtime) older than retention, keeping the newest `keep`
-    files of every directory whatever their age. Each {path, why}."""
-    limit = duration_seconds(retention)
-    by_dir: dict[str, list[dict[str, Any]]] = {}
-    for item in files or []:
-        by_dir.setdefault(str(item["path"]).rsplit("/", 1)[0], []).append(item)
-    expired = []
-    for entries in by_dir.values():
-        newest_first = sorted(entries, key=lambda item: float(item.get("mtime", 0)), reverse=True)
-        for item in newest_first[max(int(keep), 0):]:
-            age = now - float(item.get("mtime", now))
-            if age > limit:
-                expired.append({"path": item["path"],
-                                "why": f"backup {age / 86400:.1f} days old (cleanup_backup_retention {retention})"})
-    return sorted(expired, key=lambda item: item["path"])
+BACKUP_RETENTION_DAYS = {"postgres": 30, "redis": 7}  # seed 001: 30 days for the database, 7 for Redis
+
+
+def backup_retention_days(overrides: Any = None) -> dict[str, int]:
+    """Filter: days to keep each component's backups: the seed defaults with backup_retention_days over them.
+    The one place the default lives; backup.yml and cleanup.yml pass the result to sapphire_backup_retention."""
+    if overrides in (None, ""):
+        overrides = {}
+    if not isinstance(overrides, dict):
+        raise AnsibleFilterError(f"backup_retention_days must be a mapping of component to days, not {overrides!r}")
+    merged: dict[str, int] = dict(BACKUP_RETENTION_DAYS)
+    for component, days in overrides.items():
+        if component not in BACKUP_RETENTION_DAYS:
+            raise AnsibleFilterError(f"backup_retention_days.{component}: no such component (postgres, redis)")
+        if isinstance(days, bool) or not str(days).strip().isdigit() or int(str(days).strip()) < 1:
+            raise AnsibleFilterError(f"backup_retention_days.{component} must be whole days >= 1, not {days!r}")
+        merged[component] = int(str(days).strip())
+    return merged
 
 
 def plan_lines(plan: list[dict[str, Any]], verb: str = "DELETE") -> list[str]:
@@ -180,7 +183,7 @@ def plan_lines(plan: list[dict[str, Any]], verb: str = "DELETE") -> list[str]:
     lines = []
     for item in plan or []:
         if "path" in item:
-            lines.append(f"{verb} file {item['path']}: {item['why']}")
+            lines.append(f"{verb} backup {item['path']} (whole backup): {item['why']}")
         else:
             lines.append(f"{verb} {item['kind']} {item['namespace']}/{item['name']}: {item['why']}")
     return lines
@@ -315,6 +318,16 @@ def with_kind(pair: list[Any]) -> list[dict[str, Any]]:
             for obj in resources]
 
 
+def metadata_only(objects: list[dict[str, Any]], api_version: str, kind: str) -> list[dict[str, Any]]:
+    """Filter: objects reduced to apiVersion, kind and the metadata a decision needs (name, namespace,
+    labels, ownerReferences, deletionTimestamp). Used on Secrets: their data, and annotations such
+    as kubectl's last-applied-configuration that copy it, never leave the task that read them."""
+    kept = ("name", "namespace", "labels", "ownerReferences", "deletionTimestamp", "uid")
+    return [{"apiVersion": api_version, "kind": kind,
+             "metadata": {key: value for key, value in _meta(obj).items() if key in kept}}
+            for obj in objects or []]
+
+
 def with_label(objects: list[dict[str, Any]], key: str, value: str, present: bool = True) -> list[dict[str, Any]]:
     """Filter: the objects whose label `key` equals `value` (present=false: the others). Label keys
     hold dots, which selectattr would read as a path."""
@@ -366,7 +379,7 @@ class FilterModule:
             "sapphire_duration_seconds": duration_seconds,
             "sapphire_cleanup_plan": cleanup_plan,
             "sapphire_kept_data": kept_data,
-            "sapphire_expired_backups": expired_backups,
+            "sapphire_backup_retention_days": backup_retention_days,
             "sapphire_plan_lines": plan_lines,
             "sapphire_halt_scale": halt_scale,
             "sapphire_halt_needs_scale": halt_needs_scale,
@@ -382,5 +395,6 @@ class FilterModule:
             "sapphire_redis_primary_endpoint": redis_primary_endpoint,
             "sapphire_with_label": with_label,
             "sapphire_with_kind": with_kind,
+            "sapphire_metadata_only": metadata_only,
             "sapphire_step_line": step_line,
         }

@@ -12,6 +12,7 @@ the BackupStale alert, and no secret reaches the output even at -vvv.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -191,3 +192,51 @@ def test_retention_deletes_only_expired_backups_and_only_when_asked(servers: Dat
     assert foreign.exists()
     assert len(backups(servers, "redis")) == 3  # first backup and the two of this test, all within 7 days
     assert len(backups(servers, "postgres")) == 3
+
+
+def aged_copy(source: Path, root: Path, days: float, complete: bool = True) -> Path:
+    """A copy of a real backup made by backup.yml under another backup root, with the id of `days` ago."""
+    from datetime import UTC, datetime, timedelta
+
+    backup_id = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
+    target = root / source.parent.name / backup_id
+    shutil.copytree(source, target)
+    aged = time.time() - days * 86400
+    for path in target.iterdir():  # the files aged too, as the old per-file retention read them
+        os.utime(path, (aged, aged))
+    if not complete:
+        (target / "manifest.json").unlink()
+    return target
+
+
+def test_cleanup_retention_works_on_whole_backups_of_the_real_layout(servers: DataServers,
+                                                                     first_backup: dict[str, Any]) -> None:
+    """cleanup.yml and backup.yml share one retention by backup id: the only backup is kept however old,
+    an expired one goes whole (no base.tar.gz removed from under its manifest), one without a manifest stays."""
+    source = backups(servers, "postgres")[-1]
+    assert {path.name for path in source.iterdir()} >= {"base.tar.gz", "pg_wal.tar.gz", "manifest.json"}
+    root = servers.root / "aged-backups"
+    only = aged_copy(source, root, 40)
+    run_vars = {"backup_dir": str(root), "cleanup_dry_run": False, "confirm": "test"}
+
+    dry = servers.run("cleanup.yml", extra_vars={"backup_dir": str(root)}, check=True)
+    assert dry.rc == 0, dry.explain()
+    assert "WOULD DELETE" not in dry.stdout, "the only backup there is must never be listed for deletion"
+    result = servers.run("cleanup.yml", extra_vars=run_vars)
+    assert result.rc == 0, result.explain()
+    assert sorted(path.name for path in only.iterdir()) == sorted(path.name for path in source.iterdir())
+
+    older = aged_copy(source, root, 45)
+    partial = aged_copy(source, root, 50, complete=False)
+    dry = servers.run("cleanup.yml", extra_vars={"backup_dir": str(root)})
+    assert dry.rc == 0, dry.explain()
+    assert f"WOULD DELETE backup {older} (whole backup)" in dry.stdout
+    assert "base.tar.gz" not in dry.stdout and older.exists()
+    result = servers.run("cleanup.yml", extra_vars=run_vars)
+    assert result.rc == 0, result.explain()
+    assert not older.exists(), "an expired backup must go, whole"
+    assert only.exists() and (only / "base.tar.gz").exists() and (only / "manifest.json").exists()
+    assert partial.exists(), "a directory without a manifest is not the toolkit's to delete"
+    assert sorted(path.name for path in (root / "postgres").iterdir()) == sorted([only.name, partial.name])
+    again = servers.run("cleanup.yml", extra_vars=run_vars)
+    assert again.rc == 0 and again.changed == 0, again.explain()

@@ -127,3 +127,23 @@ def test_teardown_keeps_the_data(platform: str, local_clusters: LocalClusters) -
     assert ("PersistentVolumeClaim", "agent-momentum-state") in left
     assert ("Secret", "redis-credentials") in left
     assert {name for kind, name in left if kind == "ConfigMap"} <= {"kube-root-ca.crt"}
+
+
+def test_no_secret_value_reaches_the_output_even_at_vvv(platform: str, local_clusters: LocalClusters) -> None:
+    """AWX keeps every task's output in its job events: cleanup reads Secrets for their names and
+    labels only, so neither their base64 data nor the decoded values may appear, at -vvv and --diff."""
+    import base64
+
+    secrets = json.loads(local_clusters.kubectl("local-primary", "-n", platform, "get", "secrets", "-o", "json").stdout)
+    encoded = {value for item in secrets["items"] for value in (item.get("data") or {}).values() if len(value) >= 8}
+    decoded = {base64.b64decode(value).decode(errors="replace") for value in encoded}
+    assert encoded, "the platform Secrets should hold data for this test to mean anything"
+
+    result = run_playbook("cleanup.yml", limit="local-primary", check=True, diff=True, verbosity=3,
+                          json_output=False,
+                          extra_vars=platform_vars(platform, trading_agents=REMAINING, cleanup_scope="teardown"))
+    assert result.rc == 0, result.stdout[-3000:]
+    output = result.stdout + result.stderr
+    assert "KEEP (data) Secret" in output  # the Secrets were read and reported by name
+    leaked = sorted(value[:6] + "..." for value in encoded | decoded if value in output)
+    assert not leaked, f"secret values in cleanup's output: {leaked}"

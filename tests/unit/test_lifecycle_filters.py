@@ -85,13 +85,13 @@ def test_failed_and_evicted_pods_are_stale_running_ones_not() -> None:
     assert [(i["name"], i["why"]) for i in items] == [("crashed", "failed pod (Failed)"), ("evicted", "evicted pod")]
 
 
-def test_data_is_kept_unless_included_and_confirmed() -> None:
+def test_data_is_kept_unless_included_and_named() -> None:
     data = [obj("PersistentVolumeClaim", "data-redis-0"), obj("Secret", "redis-credentials"),
             agent("Deployment", "gone")]
     assert plan(data, scope="teardown") == [("Deployment", "agent-gone")]
-    assert plan(data, scope="teardown", include_data=True, confirm=[]) == [("Deployment", "agent-gone")]
-    assert plan(data, scope="teardown", confirm=["data-redis-0"]) == [("Deployment", "agent-gone")]
-    assert plan(data, scope="teardown", include_data=True, confirm=["data-redis-0"]) == [
+    assert plan(data, scope="teardown", include_data=True, data_names=[]) == [("Deployment", "agent-gone")]
+    assert plan(data, scope="teardown", data_names=["data-redis-0"]) == [("Deployment", "agent-gone")]
+    assert plan(data, scope="teardown", include_data=True, data_names=["data-redis-0"]) == [
         ("Deployment", "agent-gone"), ("PersistentVolumeClaim", "data-redis-0")]
     assert lifecycle.kept_data(data, True, ["data-redis-0"]) == ["Secret ns/redis-credentials"]
 
@@ -111,12 +111,12 @@ def test_bad_scope_and_duration_are_rejected() -> None:
     assert lifecycle.duration_seconds("2w") == 1209600
 
 
-def test_expired_backups_keep_the_newest_of_each_directory() -> None:
-    files = [{"path": f"/b/redis/dump-{age}.rdb", "mtime": NOW - age * 86400} for age in (1, 40, 50)]
-    files += [{"path": "/b/pg/base-60.tar", "mtime": NOW - 60 * 86400}]
-    expired = [item["path"] for item in lifecycle.expired_backups(files, NOW, "30d", keep=1)]
-    assert expired == ["/b/redis/dump-40.rdb", "/b/redis/dump-50.rdb"]
-    assert [i["path"] for i in lifecycle.expired_backups(files, NOW, "30d", keep=2)] == ["/b/redis/dump-50.rdb"]
+def test_backup_retention_days_default_once_and_reject_nonsense() -> None:
+    assert lifecycle.backup_retention_days(None) == {"postgres": 30, "redis": 7}
+    assert lifecycle.backup_retention_days({"redis": "14"}) == {"postgres": 30, "redis": 14}  # -e JSON or survey text
+    for bad in ({"redis": 0}, {"redis": "a week"}, {"redis": True}, {"mongo": 3}, ["redis"]):
+        with pytest.raises(AnsibleFilterError, match="backup_retention_days"):
+            lifecycle.backup_retention_days(bad)
 
 
 def deployment(name: str, replicas: int, annotations: dict[str, str] | None = None) -> dict[str, Any]:
