@@ -39,7 +39,8 @@ class Backup:
 
 def backup_id_epoch(backup_id: str) -> float:
     """Seconds since the epoch of a backup id (its UTC start time)."""
-    return datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()
+    # timezone.utc, not datetime.UTC: modules also run on managed hosts with Pythons before 3.11.
+    return datetime.strptime(backup_id, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc).timestamp()  # noqa: UP017
 
 
 def retention_plan(backups: list[Backup], now: float, retention_days: dict[str, int]) -> list[Backup]:

@@ -116,11 +116,13 @@ def test_module_finishes_an_interrupted_deletion(tmp_path: Path, capsys: pytest.
     leftover = tmp_path / "redis" / f".deleting-{backup_id(30)}"
     leftover.mkdir()
     (leftover / "dump.rdb").write_text("x")
-    result = run({"root": str(tmp_path), "components": ["redis"], "retention_days": {"redis": 7}, "prune": True}, capsys)
+    args = {"root": str(tmp_path), "components": ["redis"], "retention_days": {"redis": 7}, "prune": True}
+    result = run(args, capsys)
     assert result["deleted"] == [str(leftover)] and not leftover.exists()
 
 
 @pytest.mark.parametrize("days", [0, "x", True, None])
-def test_module_refuses_a_bad_retention_naming_it(days: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_module_refuses_a_bad_retention_naming_it(days: Any, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     result = run({"root": str(tmp_path), "components": ["redis"], "retention_days": {"redis": days}}, capsys)
     assert result["failed"] and "retention_days.redis" in result["msg"]
