@@ -4,7 +4,8 @@ The same two-region data servers as test_dr.py (PostgreSQL primary + standby, Re
 replica, made by the roles on free ports). What an operator relies on: a backup restores into a
 scratch server with the row and key counts of the moment it was taken (not of the live server
 later), the live servers are untouched by that drill, a damaged backup is refused, a restore over
-a live instance is refused unless restore_confirm names it and then brings the data back, the
+a live instance is refused, before anything is written, unless confirm equals the inventory's
+environment name (the rule of every disruptive run) and then brings the data back, the
 retention deletes only expired backups and only when asked, the last success is recorded for
 the BackupStale alert, and no secret reaches the output even at -vvv.
 """
@@ -139,23 +140,30 @@ def test_a_damaged_backup_is_refused(servers: DataServers, first_backup: dict[st
         shutil.rmtree(damaged)
 
 
-def test_restore_over_live_is_refused_without_restore_confirm(servers: DataServers,
-                                                              first_backup: dict[str, Any]) -> None:
+def test_restore_over_live_is_refused_without_confirm(servers: DataServers, first_backup: dict[str, Any]) -> None:
     before = (servers.local_dir / "redis" / "redis-primary" / "data").stat().st_ino
+    pg_before = (servers.pg_dir("pg-primary") / "data").stat().st_ino
+    # No confirm; an instance name (what restore_confirm used to take); another environment's name.
     for extra in ({"restore_target": "live"},
-                  {"restore_target": "live", "restore_confirm": "redis-dr", "restore_components": ["redis"]}):
+                  {"restore_target": "live", "confirm": "redis-primary", "restore_components": ["redis"]},
+                  {"restore_target": "live", "confirm": "prod"}):
         result = servers.run("restore.yml", extra_vars=extra)
         assert result.rc != 0, extra
-        messages = "\n".join(result.failure_messages())
-        assert "Nothing was written" in messages and "restore_confirm" in messages, messages
-        assert result.changed == 0
+        messages = " ".join("\n".join(result.failure_messages()).split())
+        assert "Nothing was written" in messages and "-e confirm=test" in messages, messages
+        assert "overwrites the live" in messages and "redis-primary" in messages, messages
+        given = "confirm is unset" if "confirm" not in extra else f"confirm is '{extra['confirm']}'"
+        assert given in messages, messages
+        assert result.changed == 0, result.changed_tasks()
     assert (servers.local_dir / "redis" / "redis-primary" / "data").stat().st_ino == before
+    assert (servers.pg_dir("pg-primary") / "data").stat().st_ino == pg_before
+    assert not list(servers.pg_dir("pg-primary").glob("data.pre-restore-*"))
     assert servers.redis("redis-primary").get("sapphire:test:after") == "1"
 
 
 def test_confirmed_live_restore_brings_the_backup_back_and_keeps_the_old_data(
         servers: DataServers, first_backup: dict[str, Any]) -> None:
-    result = servers.run("restore.yml", extra_vars={"restore_target": "live", "restore_confirm": "redis-primary",
+    result = servers.run("restore.yml", extra_vars={"restore_target": "live", "confirm": "test",
                                                     "restore_components": ["redis"]})
     assert result.rc == 0, result.explain()
     client = servers.redis("redis-primary")
