@@ -1,0 +1,142 @@
+"""The local default never runs out of volumes (issue 20): its clusters behave as if they had a
+storage provisioner.
+
+Namespaces with the in-cluster data services' claims (`data-redis-0`, 20Gi; `data-postgres-0`,
+100Gi; the default StorageClass, as the redis and postgres roles ask) are created and deleted
+more times than the static pool has volumes; every claim binds, and every volume a deleted
+namespace left behind becomes usable again (or is deleted, when it was provisioned for that
+claim) without a manual step. Claims that still exist, bound or being deleted while a pod uses
+them, keep their volumes untouched throughout.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+import pytest
+from sapphire_testlib import LocalClusters, kube_binary, wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+CLUSTER = "local-primary"
+# The claims of the in-cluster data services (roles/redis, roles/postgres volumeClaimTemplates).
+PLATFORM_CLAIMS = {"data-redis-0": "20Gi", "data-postgres-0": "100Gi"}
+
+
+def get(clusters: LocalClusters, *args: str) -> dict[str, Any]:
+    return json.loads(clusters.kubectl(CLUSTER, "get", *args, "-o", "json").stdout)
+
+
+def create(clusters: LocalClusters, *objects: dict[str, Any]) -> None:
+    manifest = json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)})
+    result = subprocess.run([str(kube_binary("kubectl")), "--kubeconfig", str(clusters.kubeconfigs[CLUSTER]),
+                             "create", "-f", "-"], input=manifest, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+def claim(name: str, namespace: str, size: str) -> dict[str, Any]:
+    """A claim as a StatefulSet's volumeClaimTemplate makes it: no storageClassName (the default class)."""
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}}
+
+
+def namespace(name: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name,
+                                                                   "labels": {"sapphire.io/test": "volumes"}}}
+
+
+def volumes(clusters: LocalClusters) -> dict[str, dict[str, Any]]:
+    return {pv["metadata"]["name"]: pv for pv in get(clusters, "pv")["items"]}
+
+
+def bound_volumes(clusters: LocalClusters, ns: str, names: list[str], timeout: float = 90) -> dict[str, str]:
+    """Wait until every claim is Bound; the volume of each. Fails with the claims' events and the volumes."""
+    claims: dict[str, Any] = {}
+
+    def all_bound() -> bool:
+        nonlocal claims
+        claims = {c["metadata"]["name"]: c for c in get(clusters, "-n", ns, "pvc")["items"]}
+        return all(claims.get(name, {}).get("status", {}).get("phase") == "Bound" for name in names)
+
+    try:
+        wait_for(all_bound, timeout, f"the claims of {ns} to bind", interval=0.5)
+    except AssertionError as exc:
+        events = clusters.kubectl(CLUSTER, "-n", ns, "get", "events", check=False).stdout
+        phases = {name: pv.get("status", {}).get("phase") for name, pv in volumes(clusters).items()}
+        raise AssertionError(f"{exc}\nclaims: { {n: c.get('status') for n, c in claims.items()} }\n"
+                             f"events:\n{events}\nvolumes: {phases}") from None
+    return {name: claims[name]["spec"]["volumeName"] for name in names}
+
+
+def reclaimed(clusters: LocalClusters, names: list[str]) -> bool:
+    """Every one of these volumes is Available and unclaimed again, or deleted."""
+    current = volumes(clusters)
+    return all(name not in current or (current[name]["status"].get("phase") == "Available"
+                                       and not current[name]["spec"].get("claimRef")) for name in names)
+
+
+@pytest.fixture()
+def suffix(local_clusters: LocalClusters) -> Iterator[str]:
+    """A unique suffix for the test's namespaces, all deleted again at the end."""
+    value = uuid.uuid4().hex[:6]
+    yield value
+    for ns in get(local_clusters, "namespaces", "-l", "sapphire.io/test=volumes")["items"]:
+        if ns["metadata"]["name"].endswith(value) or f"-{value}-" in ns["metadata"]["name"]:
+            local_clusters.kubectl(CLUSTER, "delete", "namespace", ns["metadata"]["name"], "--wait=false",
+                                   check=False)
+
+
+def test_claims_bind_through_more_namespace_cycles_than_the_pool_has_volumes(local_clusters: LocalClusters,
+                                                                            suffix: str) -> None:
+    pool = [name for name, pv in volumes(local_clusters).items()
+            if "sapphire.io/size" in pv["metadata"].get("labels", {})]
+    assert pool, "the cluster role registers a pool of volumes"
+
+    # Claims that exist throughout: one bound, one deleted while a pod still uses it (Terminating).
+    keep = f"vol-keep-{suffix}"
+    create(local_clusters, namespace(keep))
+    create(local_clusters, claim("kept", keep, "10Gi"), claim("in-use", keep, "10Gi"), {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user", "namespace": keep},
+        "spec": {"containers": [{"name": "main", "image": "registry.example/sapphire/probe:1.0",
+                                 "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "in-use"}}]}})
+    kept = bound_volumes(local_clusters, keep, ["kept", "in-use"])
+    wait_for(lambda: get(local_clusters, "-n", keep, "pod", "user")["status"].get("phase") == "Running", 60,
+             "the pod using the claim to run", interval=0.5)
+    local_clusters.kubectl(CLUSTER, "-n", keep, "delete", "pvc", "in-use", "--wait=false")
+    in_use = get(local_clusters, "-n", keep, "pvc", "in-use")
+    assert in_use["metadata"].get("deletionTimestamp"), "the claim is being deleted but still exists"
+    before = {name: volumes(local_clusters)[name] for name in kept.values()}
+
+    cycles = len(pool) + 2
+    for cycle in range(cycles):
+        ns = f"vol-{suffix}-{cycle}"
+        create(local_clusters, namespace(ns), *(claim(name, ns, size) for name, size in PLATFORM_CLAIMS.items()))
+        used = bound_volumes(local_clusters, ns, list(PLATFORM_CLAIMS))
+        local_clusters.kubectl(CLUSTER, "delete", "namespace", ns, "--wait=true", "--timeout=120s")
+
+        wait_for(partial(reclaimed, local_clusters, list(used.values())), 60,
+                 f"the volumes of {ns} ({used}) to be reclaimed", interval=0.5)
+        current = volumes(local_clusters)
+        for name in used.values():  # recycled pool volumes stay; provisioned ones went with their claim
+            assert name not in current or name in pool, f"{name} was provisioned for {ns} and outlived it"
+
+    # No volume is left behind for a namespace that is gone.
+    left = [name for name, pv in volumes(local_clusters).items()
+            if (pv["spec"].get("claimRef") or {}).get("namespace", "").startswith(f"vol-{suffix}-")]
+    assert left == []
+
+    # The claims that still exist kept their volumes, untouched.
+    after = volumes(local_clusters)
+    for name, pv in before.items():
+        assert after[name]["metadata"]["resourceVersion"] == pv["metadata"]["resourceVersion"], name
+        assert after[name]["spec"]["claimRef"] == pv["spec"]["claimRef"], name
+        assert after[name]["status"]["phase"] == "Bound", name
+    terminating = get(local_clusters, "-n", keep, "pvc", "in-use")
+    assert terminating["metadata"]["uid"] == in_use["metadata"]["uid"]
+    assert terminating["status"]["phase"] == "Bound" and terminating["spec"]["volumeName"] == kept["in-use"]
