@@ -66,12 +66,27 @@ def test_postgres_retention_enforce_string_forms(value: str, enforced: bool, tmp
     assert ("add_retention_policy('trades'" in sql) == enforced
 
 
-@pytest.mark.parametrize(("playbook", "variable"), [
-    ("cleanup.yml", "cleanup_dry_run"), ("cleanup.yml", "cleanup_include_data"), ("backup.yml", "backup_prune"),
-    ("dr-failover.yml", "dr_force"), ("validate.yml", "auto_halt_on_loss"), ("restore.yml", "restore_keep_scratch"),
-])
+SWITCHES = [("cleanup.yml", "cleanup_dry_run"), ("cleanup.yml", "cleanup_include_data"), ("backup.yml", "backup_prune"),
+            ("dr-failover.yml", "dr_force"), ("dr-failover.yml", "dr_fence_stop_postgres"),
+            ("validate.yml", "auto_halt_on_loss"), ("restore.yml", "restore_keep_scratch")]
+
+
+def input_checks(playbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Only the plays every run starts with (tagged always: the DR state and the input checks), in check mode."""
+    return ansible_playbook(playbook, "--check", "--tags", "sapphire-input-checks-only", "-e", "confirm=local", *args)
+
+
+@pytest.mark.parametrize(("playbook", "variable"), SWITCHES)
+def test_the_documented_string_forms_are_accepted(playbook: str, variable: str) -> None:
+    for value in ("true", "false", "yes", "0"):
+        names = ["-e", '{"cleanup_data_names": ["data-redis-0"]}'] if variable == "cleanup_include_data" else []
+        result = input_checks(playbook, "-e", f"{variable}={value}", *names)
+        assert result.returncode == 0, f"-e {variable}={value}: " + result.stdout[-3000:]
+
+
+@pytest.mark.parametrize(("playbook", "variable"), SWITCHES)
 def test_a_boolean_that_is_not_one_is_refused_naming_it(playbook: str, variable: str) -> None:
-    result = ansible_playbook(playbook, "-e", f"{variable}=flase", "-e", "confirm=local")
+    result = input_checks(playbook, "-e", f"{variable}=flase")
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert f"{variable} must be a boolean" in output, output[-3000:]
