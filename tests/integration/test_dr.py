@@ -3,9 +3,10 @@
 A PostgreSQL primary with its streaming standby and a Redis primary with its replica, started
 through the postgres and redis roles on free ports in a mkdtemp() directory (never the local
 default's 15432/15433/16379/16380), stand for the two regions. The tests run in order, as an
-operator would: a failover refused because the standby lags more than the RPO, a failover that
-promotes the DR side with the data written before it, a second run that changes nothing, a
-failback that returns the roles without deleting anything, and its second run.
+operator would: a failover and a failback refused without `confirm` (the inventory's environment
+name, here `test`) before anything is written, a failover refused because the standby lags more
+than the RPO, a failover that promotes the DR side with the data written before it, a second run
+that changes nothing, a failback that returns the roles without deleting anything, and its second run.
 
 `DataServers` is shared with test_backup_restore.py.
 """
@@ -182,6 +183,25 @@ def marks() -> dict[str, str]:
     return {"before": f"dr-before-{uuid.uuid4().hex[:12]}", "during": f"dr-during-{uuid.uuid4().hex[:12]}"}
 
 
+CONFIRM = {"confirm": "test"}  # sapphire_environment of the DataServers inventory
+
+
+@pytest.mark.parametrize("playbook", ["dr-failover.yml", "dr-failback.yml"])
+def test_refused_without_confirm_before_anything_is_written(servers: DataServers, playbook: str) -> None:
+    for extra in ({}, {"confirm": "prod"}):  # unset; another environment's name
+        result = servers.run(playbook, extra_vars=extra)
+        assert result.rc != 0, f"{playbook} ran with {extra or 'no confirm'}"
+        messages = " ".join("\n".join(result.failure_messages()).split())
+        assert "-e confirm=test" in messages and "Nothing was written" in messages, messages
+        assert ("confirm is unset" if not extra else "confirm is 'prod'") in messages, messages
+        assert "dr-failover fences region primary" in messages or playbook == "dr-failback.yml", messages
+        assert result.changed == 0, result.changed_tasks()
+        assert servers.state() == {}
+        assert servers.redis("redis-primary").get("sapphire:halt") is None
+        assert in_recovery(servers, "pg-dr")
+        assert servers.redis("redis-dr").info("replication")["role"] == "slave"
+
+
 def test_failover_refused_when_the_standby_lags_more_than_the_rpo(servers: DataServers) -> None:
     with servers.admin("pg-dr", "postgres") as conn:
         conn.execute("SELECT pg_wal_replay_pause()")
@@ -189,7 +209,7 @@ def test_failover_refused_when_the_standby_lags_more_than_the_rpo(servers: DataS
         with servers.app("pg-primary") as conn:
             insert_trade(conn, f"lagging-{uuid.uuid4().hex[:12]}")
         time.sleep(1.5)
-        result = servers.run("dr-failover.yml", extra_vars={"dr_rpo_seconds": 0})
+        result = servers.run("dr-failover.yml", extra_vars={"dr_rpo_seconds": 0, **CONFIRM})
         assert result.rc != 0, "failover went ahead although the standby lags and dr_rpo_seconds is 0"
         messages = "\n".join(result.failure_messages())
         assert "refused before anything was changed" in messages, messages
@@ -216,7 +236,7 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     wait_for(lambda: has_trade(servers, "pg-dr", marks["before"]), what="the row on the standby")
 
     # -vvv, plain output: also proves no secret reaches the operator's terminal.
-    result = servers.run("dr-failover.yml", verbosity=3, json_output=False)
+    result = servers.run("dr-failover.yml", extra_vars=CONFIRM, verbosity=3, json_output=False)
     output = result.stdout + result.stderr
     assert result.rc == 0, output[-6000:]
     for name, secret in servers.secrets.items():
@@ -253,7 +273,7 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
 
 
 def test_failover_second_run_changes_nothing(servers: DataServers) -> None:
-    result = servers.run("dr-failover.yml")
+    result = servers.run("dr-failover.yml", extra_vars=CONFIRM)
     assert result.rc == 0, result.explain()
     assert result.changed == 0, result.changed_tasks()
     assert servers.state()["dr_active_region"] == "dr"
@@ -261,7 +281,7 @@ def test_failover_second_run_changes_nothing(servers: DataServers) -> None:
 
 def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: DataServers,
                                                                    marks: dict[str, str]) -> None:
-    result = servers.run("dr-failback.yml")
+    result = servers.run("dr-failback.yml", extra_vars=CONFIRM)
     assert result.rc == 0, result.explain()
 
     # Home region live again, with what was written during the DR period.
@@ -290,6 +310,6 @@ def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: Data
 
 
 def test_failback_second_run_changes_nothing(servers: DataServers) -> None:
-    result = servers.run("dr-failback.yml")
+    result = servers.run("dr-failback.yml", extra_vars=CONFIRM)
     assert result.rc == 0, result.explain()
     assert result.changed == 0, result.changed_tasks()
