@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -310,8 +311,14 @@ def accelerator_capacity(nodes: list[dict[str, Any]], node_selector: dict[str, s
     return float(total)
 
 
-def pool_nodes(pools: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]:
-    """Filter: Node-shaped dicts for the node pools a kwok cluster registers (for capacity checks)."""
+def pool_nodes(pools: list[dict[str, Any]], cluster: str,
+               registered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Filter: Node-shaped dicts for the node pools a kwok cluster registers (for capacity checks).
+
+    registered: the nodes the cluster already has, when it is reachable. The cluster role applies the
+    pools' definitions over nodes of the same name, so a declared node wins; registered nodes of no
+    declared pool (a pool removed from cluster_node_pools stays registered) are kept as they are.
+    """
     nodes = []
     for pool in pools:
         allocatable = {"cpu": str(pool["cpu"]), "memory": str(pool["memory"]), "pods": str(pool.get("pods", 110))}
@@ -321,7 +328,300 @@ def pool_nodes(pools: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]
             metadata = {"name": f"{cluster}-{pool['name']}-{index}", "labels": dict(pool.get("labels") or {})}
             nodes.append({"metadata": metadata, "spec": {"taints": list(pool.get("taints") or [])},
                           "status": {"allocatable": allocatable}})
-    return nodes
+    declared = {node["metadata"]["name"] for node in nodes}
+    return nodes + [node for node in registered or [] if _name(node) not in declared]
+
+
+# ---------------------------------------------------------------- free capacity (deploy preflight)
+# Labels that name a node pool; the first one all of a tier's nodes share names the pool in messages.
+POOL_LABELS = ("sapphire.io/pool", "cloud.google.com/gke-nodepool", "eks.amazonaws.com/nodegroup",
+               "kubernetes.azure.com/agentpool")
+TOTAL_POOL = "total"
+_HOLDER_SHOWN = 4
+
+
+def _name(obj: dict[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("name", ""))
+
+
+def _tolerates(tolerations: list[dict[str, Any]], taint: dict[str, Any]) -> bool:
+    """Whether one of the tolerations tolerates the taint (the scheduler's rules)."""
+    for toleration in tolerations or []:
+        if toleration.get("effect") and toleration["effect"] != taint.get("effect"):
+            continue
+        operator = toleration.get("operator") or "Equal"
+        if not toleration.get("key"):
+            if operator == "Exists":
+                return True
+            continue
+        if toleration["key"] != taint.get("key"):
+            continue
+        if operator == "Exists" or str(toleration.get("value", "")) == str(taint.get("value", "")):
+            return True
+    return False
+
+
+def node_fits(node: dict[str, Any], node_selector: dict[str, Any] | None,
+              tolerations: list[dict[str, Any]] | None = None) -> bool:
+    """Filter/test: whether pods with this nodeSelector and these tolerations can be scheduled on the node
+    (not cordoned, every selector label equal, every NoSchedule/NoExecute taint tolerated)."""
+    spec = node.get("spec") or {}
+    if spec.get("unschedulable"):
+        return False
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    if any(labels.get(key) != str(value) for key, value in (node_selector or {}).items()):
+        return False
+    return all(_tolerates(tolerations or [], taint) for taint in spec.get("taints") or []
+               if taint.get("effect") in ("NoSchedule", "NoExecute"))
+
+
+def pod_requests(pod: dict[str, Any]) -> dict[str, Decimal]:
+    """What a pod holds on its node, per resource, as the scheduler counts it.
+
+    The containers plus the sidecars (init containers with restartPolicy Always) summed, or the largest
+    other init container (plus the sidecars) when that is more, plus the pod overhead; "pods" is 1.
+    A resource with a limit and no request requests its limit (the API server's defaulting).
+    """
+    spec = pod.get("spec") or {}
+
+    def requests(container: dict[str, Any]) -> dict[str, Decimal]:
+        resources = container.get("resources") or {}
+        merged = {**(resources.get("limits") or {}), **(resources.get("requests") or {})}
+        return {str(key): parse_quantity(value) for key, value in merged.items()}
+
+    inits = spec.get("initContainers") or []
+    sidecars: dict[str, Decimal] = {}
+    for container in inits:
+        if container.get("restartPolicy") == "Always":
+            for resource, amount in requests(container).items():
+                _add(sidecars, resource, amount)
+    total: dict[str, Decimal] = dict(sidecars)
+    for container in spec.get("containers") or []:
+        for resource, amount in requests(container).items():
+            _add(total, resource, amount)
+    for container in inits:
+        if container.get("restartPolicy") != "Always":
+            for resource, amount in requests(container).items():
+                total[resource] = max(total.get(resource, Decimal(0)), amount + sidecars.get(resource, Decimal(0)))
+    for resource, amount in (spec.get("overhead") or {}).items():
+        _add(total, str(resource), parse_quantity(amount))
+    total["pods"] = Decimal(1)
+    return total
+
+
+def _holder(pod: dict[str, Any], namespace: str, agent_names: set[str]) -> str | None:
+    """Who a running pod's resources count for, or None when the deploy replaces the pod.
+
+    Pods of other namespaces hold what they request. In the namespace being deployed, the pods of the
+    platform (managed-by sapphire-ops) are replaced by the deploy, so what they hold counts as free -
+    except agents no longer in trading_agents (the deploy leaves them running; cleanup.yml removes them)
+    and pods sapphire-ops did not deploy.
+    """
+    meta = pod.get("metadata") or {}
+    owner = str(meta.get("namespace") or "")
+    if owner != namespace:
+        return owner
+    labels = meta.get("labels") or {}
+    if labels.get("app.kubernetes.io/managed-by") != MANAGED_BY:
+        return f"{owner} (pods not deployed by sapphire-ops)"
+    agent = labels.get("sapphire.io/agent")
+    if agent and agent not in agent_names:
+        return f"{owner} (agent {agent}, not in trading_agents: cleanup.yml removes it)"
+    return None
+
+
+def _held_per_node(pods: list[dict[str, Any]], namespace: str,
+                   agent_names: set[str]) -> dict[str, dict[str, dict[str, Decimal]]]:
+    """node name -> holder -> resource -> amount, for pods bound to a node that have not finished."""
+    held: dict[str, dict[str, dict[str, Decimal]]] = {}
+    for pod in pods or []:
+        node = (pod.get("spec") or {}).get("nodeName")
+        if not node or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        holder = _holder(pod, namespace, agent_names)
+        if holder is None:
+            continue
+        per_holder = held.setdefault(node, {}).setdefault(holder, {})
+        for resource, amount in pod_requests(pod).items():
+            _add(per_holder, resource, amount)
+    return held
+
+
+def _pool_name(members: list[dict[str, Any]], selector: dict[str, str]) -> str:
+    for label in POOL_LABELS:
+        values = {((node.get("metadata") or {}).get("labels") or {}).get(label) for node in members}
+        if len(values) == 1 and None not in values:
+            return str(values.pop())
+    return ",".join(f"{key}={value}" for key, value in sorted(selector.items())) or "untainted nodes"
+
+
+def _pool(name: str, selector: dict[str, str], tiers: list[str], members: list[dict[str, Any]],
+          held: dict[str, dict[str, dict[str, Decimal]]]) -> dict[str, Any]:
+    allocatable: dict[str, Decimal] = {}
+    free: dict[str, Decimal] = {}
+    holders: dict[str, dict[str, Decimal]] = {}
+    node_free: dict[str, list[float]] = {}
+    for node in members:
+        offered = {str(key): parse_quantity(value)
+                   for key, value in ((node.get("status") or {}).get("allocatable") or {}).items()}
+        on_node = held.get(_name(node), {})
+        for resource, amount in offered.items():
+            _add(allocatable, resource, amount)
+            taken = Decimal(0)
+            for holder, resources in on_node.items():
+                if resources.get(resource):
+                    _add(holders.setdefault(resource, {}), holder, resources[resource])
+                    taken += resources[resource]
+            left = max(Decimal(0), amount - taken)
+            _add(free, resource, left)
+            node_free.setdefault(resource, []).append(float(left))
+    return {
+        "name": name, "selector": selector, "tiers": tiers, "total": False, "nodes": [_name(node) for node in members],
+        "resources": {resource: {"allocatable": float(amount), "free": float(free[resource]),
+                                 "holders": {holder: float(value) for holder, value in
+                                             sorted(holders.get(resource, {}).items(), key=lambda item: -item[1])},
+                                 "node_free": node_free[resource]}
+                      for resource, amount in sorted(allocatable.items())},
+    }
+
+
+def _placement(tier: dict[str, Any]) -> tuple[dict[str, str], list[dict[str, Any]]]:
+    """The nodeSelector and tolerations the agents template gives a tier's pods."""
+    selector = {str(key): str(value) for key, value in (tier.get("node_selector") or {}).items()}
+    return selector, list((tier.get("accelerator") or {}).get("tolerations") or [])
+
+
+def free_capacity(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], namespace: str,
+                  agent_tiers: dict[str, Any],
+                  trading_agents: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """Filter: per node pool the tiers target, and in total, what each resource offers and who holds it.
+
+    nodes: Node objects (or sapphire_pool_nodes); pods: the Pods of all namespaces. Only pods bound to a
+    node (spec.nodeName) and not Succeeded/Failed hold anything. Tiers with the same nodeSelector and
+    tolerations share a pool: the schedulable nodes matching the selector whose NoSchedule/NoExecute taints
+    they tolerate. The last entry (total: true) is every node some workload of the platform can use (a
+    tier's node, or an untainted one for the coordinator and the data services).
+
+    free = allocatable - what pods of other namespaces request, per node (never below 0), summed. The pods of
+    `namespace` itself are treated as replaced by the deploy and not subtracted - except agents missing from
+    trading_agents and pods not deployed by sapphire-ops, which keep running. A rolling update of a
+    Deployment still needs room for one extra pod at a time (maxSurge 1), which this does not reserve.
+
+    Returns [{name, selector, tiers, total, nodes, resources: {resource: {allocatable, free, holders: {holder:
+    amount}, node_free: [per node]}}}], amounts in base units (cores, bytes, devices, pods).
+    """
+    agent_names = {str(agent.get("name")) for agent in trading_agents or [] if isinstance(agent, dict)}
+    held = _held_per_node(pods, namespace, agent_names)
+    groups: dict[str, dict[str, Any]] = {}
+    for tier_name, tier in sorted((agent_tiers or {}).items()):
+        if not isinstance(tier, dict):
+            continue
+        selector, tolerations = _placement(tier)
+        key = json.dumps([selector, tolerations], sort_keys=True)
+        group = groups.setdefault(key, {"selector": selector, "tolerations": tolerations, "tiers": []})
+        group["tiers"].append(tier_name)
+    pools = []
+    for group in groups.values():
+        members = [node for node in nodes or [] if node_fits(node, group["selector"], group["tolerations"])]
+        pools.append(_pool(_pool_name(members, group["selector"]), group["selector"], group["tiers"], members, held))
+    usable = [node for node in nodes or []
+              if node_fits(node, {}, []) or any(node_fits(node, group["selector"], group["tolerations"])
+                                                for group in groups.values())]
+    pools.append({**_pool(TOTAL_POOL, {}, sorted(agent_tiers or {}), usable, held), "total": True})
+    return pools
+
+
+def _usable(node_free: list[float], per_pod: list[int]) -> float:
+    """Devices usable by whole pods: a pod's devices must all be on one node. Counted in steps of the
+    greatest common divisor of the per-pod counts, so it never refuses what could fit."""
+    step = 0
+    for count in per_pod:
+        step = math.gcd(step, int(count))
+    if step <= 0:
+        return float(sum(node_free))
+    return float(sum(int(free // step) * step for free in node_free))
+
+
+def capacity_rows(pools: list[dict[str, Any]], trading_agents: list[dict[str, Any]], agent_tiers: dict[str, Any],
+                  workloads: list[dict[str, Any]] | None = None, scale_to_zero: bool = False) -> list[dict[str, Any]]:
+    """Filter: rows {resource, pool, tiers, selector, nodes, needed, free, usable, allocatable, holders,
+    accelerator, total, ok}.
+
+    pools: sapphire_free_capacity. Per pool: cpu, memory, pods and the tiers' accelerator resource that
+    the agents of its tiers request; in total (the pool with total: true): cpu, memory and pods of the ensemble plus the
+    other workloads (coordinator, in-cluster data services; rows of sapphire_workload_rows). A row is ok
+    when needed <= usable (usable = free, or for accelerators what whole pods can use per node).
+    """
+    replicas: dict[str, int] = {}
+    for agent in trading_agents or []:
+        count = 0 if scale_to_zero else int(agent.get("replicas", 1))
+        replicas[agent["tier"]] = replicas.get(agent["tier"], 0) + count
+    rows = []
+    for pool in pools:
+        if pool.get("total"):
+            totals = ensemble_needs(trading_agents, agent_tiers, workloads, scale_to_zero)
+            needs = {"cpu": Decimal(str(totals.get("requests.cpu", 0))),
+                     "memory": Decimal(str(totals.get("requests.memory", 0))),
+                     "pods": Decimal(str(totals.get("pods", 0)))}
+            per_pod: dict[str, list[int]] = {}
+        else:
+            needs, per_pod = {}, {}
+            for tier_name in pool["tiers"]:
+                tier, count = agent_tiers[tier_name], Decimal(replicas.get(tier_name, 0))
+                if not count:
+                    continue
+                _add(needs, "cpu", count * parse_quantity(tier["cpu"]))
+                _add(needs, "memory", count * parse_quantity(tier["memory"]))
+                _add(needs, "pods", count)
+                accelerator = tier.get("accelerator")
+                if accelerator:
+                    _add(needs, accelerator["resource"], count * Decimal(int(accelerator["count"])))
+                    per_pod.setdefault(accelerator["resource"], []).append(int(accelerator["count"]))
+        for resource, needed in needs.items():
+            if needed <= 0:
+                continue
+            offered = pool["resources"].get(resource) or {"allocatable": 0.0, "free": 0.0, "holders": {},
+                                                          "node_free": []}
+            usable = _usable(offered["node_free"], per_pod[resource]) if resource in per_pod else offered["free"]
+            rows.append({"resource": resource, "pool": pool["name"], "tiers": pool["tiers"],
+                         "selector": pool["selector"], "nodes": len(pool["nodes"]), "needed": float(needed),
+                         "free": offered["free"], "usable": usable, "allocatable": offered["allocatable"],
+                         "holders": offered["holders"], "accelerator": resource in per_pod,
+                         "total": bool(pool.get("total")),
+                         "ok": float(needed) <= usable})
+    return rows
+
+
+def capacity_table(rows: list[dict[str, Any]]) -> str:
+    """Filter: one line per row: verdict, resource and pool, needed, free, and who holds the rest, e.g.
+    "SHORT google.com/tpu on pool tpu (tier accelerated): needed 8, free 4 (allocatable 8; held by other-ns 4)"."""
+    lines = []
+    for row in rows:
+        resource = row["resource"]
+        if row.get("total"):
+            where = f"{resource} in total"
+        else:
+            tiers = row["tiers"]
+            where = f"{resource} on pool {row['pool']} ({'tier' if len(tiers) == 1 else 'tiers'} {', '.join(tiers)})"
+        detail = [f"allocatable {format_quantity(row['allocatable'], resource)}"]
+        if not row["nodes"]:
+            selector = ",".join(f"{key}={value}" for key, value in sorted(row["selector"].items()))
+            detail.append(f"no schedulable node matches {selector or 'the tier'} and tolerates its taints")
+        holders = list(row["holders"].items())
+        if holders:
+            shown = ", ".join(f"{holder} {format_quantity(amount, resource)}"
+                              for holder, amount in holders[:_HOLDER_SHOWN])
+            rest = holders[_HOLDER_SHOWN:]
+            if rest:
+                shown += (f" and {len(rest)} more namespace(s) "
+                          f"{format_quantity(sum(amount for _, amount in rest), resource)}")
+            detail.append(f"held by {shown}")
+        free = f"free {format_quantity(row['free'], resource)}"
+        if row["usable"] < row["free"]:
+            free += f", of which whole pods can use {format_quantity(row['usable'], resource)}"
+        lines.append(f"{'ok   ' if row['ok'] else 'SHORT'} {where}: needed {format_quantity(row['needed'], resource)}, "
+                     f"{free} ({'; '.join(detail)})")
+    return "\n".join(lines)
 
 
 def _contains(wanted: Any, actual: Any) -> bool:
@@ -414,6 +714,10 @@ class FilterModule:
             "sapphire_quota_shortfalls": quota_shortfalls,
             "sapphire_needs_table": needs_table,
             "sapphire_node_capacity": node_capacity,
+            "sapphire_node_fits": node_fits,
+            "sapphire_free_capacity": free_capacity,
+            "sapphire_capacity_rows": capacity_rows,
+            "sapphire_capacity_table": capacity_table,
             "sapphire_unconverged": unconverged,
             "sapphire_with_applied_hash": with_applied_hash,
             "sapphire_kinds": kinds,

@@ -24,6 +24,12 @@ description:
   - ResourceQuota usage per resource against O(quota_warn_percent) and O(quota_fail_percent)
     (the seed's elastic-monitor);
   - HorizontalPodAutoscalers at their C(maxReplicas) (warn - they cannot absorb more load).
+  - Lists in RV(blocked) what waiting cannot fix, so a wait loop can stop early and name it - a pod the
+    scheduler has found unschedulable for at least O(unschedulable_after) seconds only for reasons that do
+    not pass by themselves (C(Insufficient <resource>), C(Too many pods), the nodeSelector or affinity
+    matching no node, a taint it does not tolerate other than the node lifecycle taints
+    C(node.kubernetes.io/*)), with no node nominated for it by preemption; and a ReplicaSet whose pods have
+    been refused (C(FailedCreate): quota, Pod Security, LimitRange) for as long.
   - An unreachable API server or a missing namespace is a failing check, never a module failure.
 version_added: "1.0.0"
 author: sapphire-ops
@@ -50,6 +56,13 @@ options:
     description: Seconds to wait for each API request.
     type: float
     default: 10
+  unschedulable_after:
+    description:
+      - Seconds a pod must have been unschedulable, or a ReplicaSet unable to create pods, for a reason waiting
+        cannot fix before it is listed in RV(blocked). The grace lets a rolling update or a starting node pass.
+      - Raise it on clusters whose autoscaler adds nodes for pending pods (C(Insufficient cpu) is temporary there).
+    type: float
+    default: 30
 extends_documentation_fragment:
   - sapphire.health
 requirements:
@@ -101,11 +114,28 @@ quota:
   returned: always
   type: list
   elements: dict
+blocked:
+  description: >-
+    Pods and ReplicaSets that cannot become ready by waiting (see the description), each with kind, name,
+    reason, seconds (how long it has been so) and msg (a sentence naming the object and the reason).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - kind: pod
+      name: agent-scalping-7d9f-abcde
+      reason: "0/6 nodes are available: 2 Insufficient google.com/tpu, 4 node(s) didn't match Pod's node
+        affinity/selector."
+      seconds: 42
+      msg: "pod agent-scalping-7d9f-abcde cannot be scheduled (for 42 s): 0/6 nodes are available: ..."
 """
 
 import json
+import re
+import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -206,6 +236,86 @@ def check_pods(items: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[
     return checks, not_ready
 
 
+# Per-node reasons of the scheduler that no wait changes (kube-scheduler's filter plugins).
+_PERMANENT_NODE_REASONS = (
+    re.compile(r"^Insufficient \S+$"),
+    re.compile(r"^Too many pods$"),
+    re.compile(r"^node\(s\) didn't match Pod's node affinity(/selector)?$"),
+    re.compile(r"^node\(s\) had untolerated taint\(s\)$"),
+    re.compile(r"^node\(s\) had untolerated taint \{(?!node\.kubernetes\.io/|node\.cloudprovider\.kubernetes\.io/"
+               r"|ToBeDeletedByClusterAutoscaler|DeletionCandidateOfClusterAutoscaler)[^}]*\}$"),
+)
+
+
+def node_reasons(message: str) -> list[str]:
+    """The per-node reasons of a scheduler message, counts dropped: "0/6 nodes are available: 2 Insufficient
+    cpu, 4 node(s) didn't match Pod's node affinity/selector. preemption: ..." -> ["Insufficient cpu", ...]."""
+    head = " ".join((message or "").split()).split(" preemption:")[0]
+    match = re.search(r"nodes are available:(.*)$", head)
+    if not match:
+        return []
+    reasons = []
+    for part in match.group(1).strip().rstrip(".").split(", "):
+        for piece in part.split(". "):  # a PreFilter message is followed by ". " and the filters' histogram
+            piece = re.sub(r"^\d+ ", "", piece.strip().rstrip("."))
+            if piece:
+                reasons.append(piece)
+    return reasons
+
+
+def cannot_wait(message: str) -> bool:
+    """Whether every reason the scheduler gives is one that waiting does not change."""
+    reasons = node_reasons(message)
+    return bool(reasons) and all(any(pattern.match(reason) for pattern in _PERMANENT_NODE_REASONS)
+                                 for reason in reasons)
+
+
+def seconds_since(stamp: str | None, now: float) -> float | None:
+    """Seconds from an RFC 3339 timestamp of the API ("2026-11-03T10:00:00Z") to now; None when unknown."""
+    if not stamp:
+        return None
+    try:
+        return now - datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def blocked_pod(pod: dict[str, Any], now: float, after: float) -> dict[str, Any] | None:
+    status = pod.get("status") or {}
+    scheduled = conditions(pod).get("PodScheduled") or {}
+    if scheduled.get("status") != "False" or scheduled.get("reason") != "Unschedulable":
+        return None
+    if status.get("nominatedNodeName") or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None  # preemption is making room for it, or it is going away
+    message = " ".join((scheduled.get("message") or "").split())
+    seconds = seconds_since(scheduled.get("lastTransitionTime"), now)
+    if not cannot_wait(message) or seconds is None or seconds < after:
+        return None
+    name = name_of(pod)
+    return {"kind": "pod", "name": name, "reason": message, "seconds": round(seconds),
+            "msg": f"pod {name} cannot be scheduled (for {round(seconds)} s): {message}"}
+
+
+def blocked_replicaset(replicaset: dict[str, Any], now: float, after: float) -> dict[str, Any] | None:
+    failure = conditions(replicaset).get("ReplicaFailure") or {}
+    if failure.get("status") != "True" or failure.get("reason") != "FailedCreate" \
+            or not (replicaset.get("spec") or {}).get("replicas", 0):
+        return None
+    seconds = seconds_since(failure.get("lastTransitionTime"), now)
+    if seconds is None or seconds < after:
+        return None
+    name, message = name_of(replicaset), " ".join((failure.get("message") or "").split())
+    return {"kind": "replicaset", "name": name, "reason": message, "seconds": round(seconds),
+            "msg": f"replicaset {name} cannot create pods (for {round(seconds)} s): {message}"}
+
+
+def blocked(objects: dict[str, list[dict[str, Any]]], now: float, after: float) -> list[dict[str, Any]]:
+    """What waiting cannot fix: pods unschedulable for good, ReplicaSets whose pods are refused."""
+    found = [blocked_pod(pod, now, after) for pod in objects.get("pods") or []]
+    found += [blocked_replicaset(rs, now, after) for rs in objects.get("replicasets") or []]
+    return [item for item in found if item]
+
+
 def check_pvcs(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     checks = []
     for pvc in items:
@@ -300,7 +410,7 @@ def gather(api: Any, namespace: str, timeout: float) -> dict[str, list[dict[str,
 def collect(params: dict[str, Any]) -> dict[str, Any]:
     namespace = params["namespace"]
     result = new_result(f"{params.get('context') or 'current context'}/{namespace}")
-    result.update(not_ready_pods=[], quota=[])
+    result.update(not_ready_pods=[], quota=[], blocked=[])
     timeout = params["request_timeout"]
     try:
         if params.get("kubeconfig") or params.get("context"):
@@ -337,6 +447,7 @@ def collect(params: dict[str, Any]) -> dict[str, Any]:
     result["checks"] = [ok("kubernetes_api", "API server reachable", True, True),
                         ok("namespace", f"namespace {namespace} exists", "present", "present"), *checks]
     result.update(extra)
+    result["blocked"] = blocked(objects, time.time(), params["unschedulable_after"])
     return finish(result)
 
 
@@ -349,10 +460,12 @@ def main() -> None:
             "quota_warn_percent": {"type": "float", "default": 80.0},
             "quota_fail_percent": {"type": "float", "default": 90.0},
             "request_timeout": {"type": "float", "default": 10.0},
+            "unschedulable_after": {"type": "float", "default": 30.0},
         },
         supports_check_mode=True,
     )
-    validate_params(module, percents=("quota_warn_percent", "quota_fail_percent"), positive=("request_timeout",))
+    validate_params(module, percents=("quota_warn_percent", "quota_fail_percent"), positive=("request_timeout",),
+                    non_negative=("unschedulable_after",))
     if not HAS_KUBERNETES:
         module.fail_json(msg=missing_required_lib("kubernetes"), exception=KUBERNETES_IMPORT_ERROR)
     module.exit_json(**collect(module.params))
