@@ -1,0 +1,99 @@
+"""The platform's topology, computed once: per region the clusters and the Redis / PostgreSQL primaries
+and replicas with their addresses, the live region and the state's epoch.
+
+The boilerplate play (playbooks/boilerplate.yml) applies the platform state's per-host role overrides
+first, so the roles read here are the live ones, not the inventory's home layout. Every playbook and
+role that needs "the primary Redis" or "the live region's clusters" asks this one function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ansible.errors import AnsibleFilterError, AnsibleUndefinedVariable
+
+SERVICES = {
+    # service: (role variable, primary role value, port variable, default port)
+    "redis": ("redis_replication_role", "primary", "redis_port", 6379),
+    "postgres": ("postgres_replication_role", "primary", "postgres_port", 5432),
+}
+
+
+def _get(host: Mapping[str, Any], key: str, default: Any = None) -> Any:
+    try:
+        value = host.get(key, default)
+    except AnsibleUndefinedVariable:  # a variable whose template cannot be resolved reads as absent
+        return default
+    return default if value is None else value
+
+
+def endpoint(host: Mapping[str, Any], service: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """{host, address, port, region, role} of one data host as the controller and the clusters reach it;
+    its role from the platform state's overrides when they name one, else from the inventory."""
+    role_key, _, port_key, default_port = SERVICES[service]
+    name = str(_get(host, "inventory_hostname", ""))
+    local = _get(host, "ansible_connection", "ssh") == "local"
+    address = _get(host, f"{service}_address") or _get(host, "ansible_host") or ("127.0.0.1" if local else name)
+    try:
+        port = int(_get(host, port_key, default_port))
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"{port_key} of {name} is not a port number") from exc
+    return {"host": name, "address": str(address), "port": port,
+            "region": str(_get(host, "sapphire_region", "primary")),
+            "role": str(((overrides or {}).get(name) or {}).get(role_key) or _get(host, role_key, ""))}
+
+
+def _service(hosts: list[Mapping[str, Any]], service: str, live_region: str,
+             overrides: Mapping[str, Any]) -> dict[str, Any]:
+    _, primary_role, _, _ = SERVICES[service]
+    servers = [endpoint(host, service, overrides) for host in hosts or []]
+    primaries = [item for item in servers if item["role"] == primary_role]
+    # The live region's primary first: it is the one that takes writes.
+    primaries.sort(key=lambda item: (item["region"] != live_region, item["host"]))
+    by_region: dict[str, dict[str, Any]] = {}
+    for item in servers:
+        region = by_region.setdefault(item["region"], {"primary": None, "replicas": []})
+        if item["role"] == primary_role and region["primary"] is None:
+            region["primary"] = item
+        elif item["role"] != primary_role:
+            region["replicas"].append(item)
+    return {"primary": primaries[0] if primaries else None, "primaries": primaries,
+            "replicas": [item for item in servers if item["role"] != primary_role],
+            "servers": servers, "by_region": by_region}
+
+
+def topology(clusters: list[Mapping[str, Any]], redis_hosts: list[Mapping[str, Any]],
+             postgres_hosts: list[Mapping[str, Any]], state: Mapping[str, Any] | None = None,
+             redis_mode: str = "host", postgres_mode: str = "host") -> dict[str, Any]:
+    """Filter: the topology from the hostvars of the clusters and data hosts and the platform state
+    ({live_region, epoch, host_overrides}). Data services not in host mode have no servers here."""
+    state = state or {}
+    live_region = str(state.get("live_region") or "primary")
+    overrides = state.get("host_overrides") or {}
+    regions: dict[str, list[str]] = {}
+    for cluster in clusters or []:
+        regions.setdefault(str(_get(cluster, "sapphire_region", "primary")), []).append(
+            str(_get(cluster, "inventory_hostname", "")))
+    return {
+        "live_region": live_region,
+        "epoch": int(state.get("epoch") or 0),
+        "clusters": {"by_region": regions, "live": regions.get(live_region, [])},
+        "redis": _service(redis_hosts if redis_mode == "host" else [], "redis", live_region, overrides),
+        "postgres": _service(postgres_hosts if postgres_mode == "host" else [], "postgres", live_region, overrides),
+    }
+
+
+def halt_targets(topo: dict[str, Any]) -> list[dict[str, Any]]:
+    """Filter: the Redis servers an emergency stop writes the halt flag to: the live primary first (it must
+    take it), then every other server of the platform (best effort: a replica gets it by replication)."""
+    redis = topo.get("redis") or {}
+    first = [redis["primary"]] if redis.get("primary") else []
+    return first + [item for item in redis.get("servers", []) if item not in first]
+
+
+class FilterModule:
+    """sapphire-ops topology filters."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"sapphire_topology": topology, "sapphire_halt_targets": halt_targets}

@@ -1,0 +1,71 @@
+"""filter_plugins/topology.py: one topology for every playbook, after the platform state's overrides."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("sapphire_topology_filters",
+                                               REPO_ROOT / "filter_plugins" / "topology.py")
+assert _spec and _spec.loader
+topo_mod = importlib.util.module_from_spec(_spec)
+sys.modules["sapphire_topology_filters"] = topo_mod
+_spec.loader.exec_module(topo_mod)
+
+LOCAL = {"ansible_connection": "local"}
+CLUSTERS = [{"inventory_hostname": "local-primary", "sapphire_region": "primary"},
+            {"inventory_hostname": "local-dr", "sapphire_region": "dr"}]
+REDIS = [{**LOCAL, "inventory_hostname": "redis-primary", "redis_port": 16379, "redis_replication_role": "primary",
+          "sapphire_region": "primary"},
+         {**LOCAL, "inventory_hostname": "redis-dr", "redis_port": 16380, "redis_replication_role": "replica",
+          "sapphire_region": "dr"}]
+POSTGRES = [{"inventory_hostname": "pg-a", "ansible_host": "10.0.0.5", "postgres_replication_role": "primary",
+             "sapphire_region": "primary"},
+            {"inventory_hostname": "pg-b", "postgres_port": 15433, "postgres_replication_role": "standby",
+             "sapphire_region": "dr"}]
+FAILED_OVER = {"live_region": "dr", "epoch": 4, "host_overrides": {
+    "redis-dr": {"redis_replication_role": "primary"}, "redis-primary": {"redis_replication_role": "replica"},
+    "pg-b": {"postgres_replication_role": "primary"}, "pg-a": {"postgres_replication_role": "standby"}}}
+
+
+def topology(state: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
+    return topo_mod.topology(CLUSTERS, REDIS, POSTGRES, state, **kwargs)
+
+
+def test_home_layout_from_the_inventory() -> None:
+    topo = topology()
+    assert topo["live_region"] == "primary" and topo["epoch"] == 0
+    assert topo["redis"]["primary"] == {"host": "redis-primary", "address": "127.0.0.1", "port": 16379,
+                                        "region": "primary", "role": "primary"}
+    assert topo["postgres"]["primary"]["address"] == "10.0.0.5" and topo["postgres"]["primary"]["port"] == 5432
+    assert [item["host"] for item in topo["postgres"]["replicas"]] == ["pg-b"]
+    assert topo["clusters"]["live"] == ["local-primary"]
+
+
+def test_after_a_failover_the_state_decides_not_the_inventory() -> None:
+    topo = topology(FAILED_OVER)
+    assert topo["live_region"] == "dr" and topo["epoch"] == 4
+    assert topo["redis"]["primary"]["host"] == "redis-dr" and topo["redis"]["primary"]["port"] == 16380
+    assert topo["postgres"]["primary"]["host"] == "pg-b"
+    assert topo["redis"]["by_region"]["primary"]["primary"] is None
+    assert topo["clusters"]["live"] == ["local-dr"]
+
+
+def test_two_primaries_list_the_live_region_first() -> None:
+    state = {"live_region": "dr", "host_overrides": {"redis-dr": {"redis_replication_role": "primary"}}}
+    topo = topology(state)
+    assert [item["host"] for item in topo["redis"]["primaries"]] == ["redis-dr", "redis-primary"]
+
+
+def test_halt_targets_the_live_primary_first_then_every_other_redis() -> None:
+    targets = topo_mod.halt_targets(topology(FAILED_OVER))
+    assert [item["host"] for item in targets] == ["redis-dr", "redis-primary"]
+    assert topo_mod.halt_targets(topology(redis_mode="external")) == []
+
+
+def test_services_outside_host_mode_have_no_servers() -> None:
+    topo = topology(postgres_mode="kubernetes")
+    assert topo["postgres"]["primary"] is None and topo["postgres"]["servers"] == []
