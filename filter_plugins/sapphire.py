@@ -311,14 +311,8 @@ def accelerator_capacity(nodes: list[dict[str, Any]], node_selector: dict[str, s
     return float(total)
 
 
-def pool_nodes(pools: list[dict[str, Any]], cluster: str,
-               registered: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-    """Filter: Node-shaped dicts for the node pools a kwok cluster registers (for capacity checks).
-
-    registered: the nodes the cluster already has, when it is reachable. The cluster role applies the
-    pools' definitions over nodes of the same name, so a declared node wins; registered nodes of no
-    declared pool (a pool removed from cluster_node_pools stays registered) are kept as they are.
-    """
+def pool_nodes(pools: list[dict[str, Any]], cluster: str) -> list[dict[str, Any]]:
+    """Filter: Node-shaped dicts for the node pools a kwok cluster registers (for capacity checks)."""
     nodes = []
     for pool in pools:
         allocatable = {"cpu": str(pool["cpu"]), "memory": str(pool["memory"]), "pods": str(pool.get("pods", 110))}
@@ -328,8 +322,7 @@ def pool_nodes(pools: list[dict[str, Any]], cluster: str,
             metadata = {"name": f"{cluster}-{pool['name']}-{index}", "labels": dict(pool.get("labels") or {})}
             nodes.append({"metadata": metadata, "spec": {"taints": list(pool.get("taints") or [])},
                           "status": {"allocatable": allocatable}})
-    declared = {node["metadata"]["name"] for node in nodes}
-    return nodes + [node for node in registered or [] if _name(node) not in declared]
+    return nodes
 
 
 # ---------------------------------------------------------------- free capacity (deploy preflight)
@@ -545,17 +538,22 @@ def _usable(node_free: list[float], per_pod: list[int]) -> float:
 def capacity_rows(pools: list[dict[str, Any]], trading_agents: list[dict[str, Any]], agent_tiers: dict[str, Any],
                   workloads: list[dict[str, Any]] | None = None, scale_to_zero: bool = False) -> list[dict[str, Any]]:
     """Filter: rows {resource, pool, tiers, selector, nodes, needed, free, usable, allocatable, holders,
-    accelerator, total, ok}.
+    accelerator, accelerated_pool, total, by_tier: [{tier, needed, agents}], ok}.
 
     pools: sapphire_free_capacity. Per pool: cpu, memory, pods and the tiers' accelerator resource that
     the agents of its tiers request; in total (the pool with total: true): cpu, memory and pods of the ensemble plus the
     other workloads (coordinator, in-cluster data services; rows of sapphire_workload_rows). A row is ok
     when needed <= usable (usable = free, or for accelerators what whole pods can use per node).
+    accelerator: the row's resource is a tier's accelerator; accelerated_pool: the pool serves a tier with an
+    accelerator (the accelerated role checks those pools, the namespace role the others and the total).
     """
     replicas: dict[str, int] = {}
+    members: dict[str, list[str]] = {}
     for agent in trading_agents or []:
         count = 0 if scale_to_zero else int(agent.get("replicas", 1))
         replicas[agent["tier"]] = replicas.get(agent["tier"], 0) + count
+        if count:
+            members.setdefault(agent["tier"], []).append(str(agent["name"]))
     rows = []
     for pool in pools:
         if pool.get("total"):
@@ -564,19 +562,25 @@ def capacity_rows(pools: list[dict[str, Any]], trading_agents: list[dict[str, An
                      "memory": Decimal(str(totals.get("requests.memory", 0))),
                      "pods": Decimal(str(totals.get("pods", 0)))}
             per_pod: dict[str, list[int]] = {}
+            by_tier: dict[str, dict[str, Decimal]] = {}
         else:
-            needs, per_pod = {}, {}
+            needs, per_pod, by_tier = {}, {}, {}
             for tier_name in pool["tiers"]:
                 tier, count = agent_tiers[tier_name], Decimal(replicas.get(tier_name, 0))
                 if not count:
                     continue
-                _add(needs, "cpu", count * parse_quantity(tier["cpu"]))
-                _add(needs, "memory", count * parse_quantity(tier["memory"]))
-                _add(needs, "pods", count)
+                tier_needs = {"cpu": count * parse_quantity(tier["cpu"]),
+                              "memory": count * parse_quantity(tier["memory"]), "pods": count}
                 accelerator = tier.get("accelerator")
                 if accelerator:
-                    _add(needs, accelerator["resource"], count * Decimal(int(accelerator["count"])))
+                    tier_needs[accelerator["resource"]] = count * Decimal(int(accelerator["count"]))
                     per_pod.setdefault(accelerator["resource"], []).append(int(accelerator["count"]))
+                for resource, amount in tier_needs.items():
+                    _add(needs, resource, amount)
+                    by_tier.setdefault(resource, {})[tier_name] = amount
+        accelerated_pool = not pool.get("total") and any(
+            isinstance(agent_tiers.get(tier_name), dict) and agent_tiers[tier_name].get("accelerator")
+            for tier_name in pool["tiers"])
         for resource, needed in needs.items():
             if needed <= 0:
                 continue
@@ -587,7 +591,9 @@ def capacity_rows(pools: list[dict[str, Any]], trading_agents: list[dict[str, An
                          "selector": pool["selector"], "nodes": len(pool["nodes"]), "needed": float(needed),
                          "free": offered["free"], "usable": usable, "allocatable": offered["allocatable"],
                          "holders": offered["holders"], "accelerator": resource in per_pod,
-                         "total": bool(pool.get("total")),
+                         "total": bool(pool.get("total")), "accelerated_pool": accelerated_pool,
+                         "by_tier": [{"tier": tier, "needed": float(amount), "agents": members.get(tier, [])}
+                                     for tier, amount in by_tier.get(resource, {}).items()],
                          "ok": float(needed) <= usable})
     return rows
 
@@ -621,6 +627,13 @@ def capacity_table(rows: list[dict[str, Any]]) -> str:
             free += f", of which whole pods can use {format_quantity(row['usable'], resource)}"
         lines.append(f"{'ok   ' if row['ok'] else 'SHORT'} {where}: needed {format_quantity(row['needed'], resource)}, "
                      f"{free} ({'; '.join(detail)})")
+        if not row["ok"]:
+            for part in row.get("by_tier") or []:
+                names = part["agents"][:_HOLDER_SHOWN + 1]
+                more = len(part["agents"]) - len(names)
+                amount = format_quantity(part["needed"], resource)
+                lines.append(f"      Tier '{part['tier']}' needs {amount} {resource} "
+                             f"({', '.join(names)}{f' and {more} more' if more else ''})")
     return "\n".join(lines)
 
 

@@ -140,8 +140,9 @@ def test_the_issue_another_namespace_holds_4_of_8_tpu_so_8_needed_is_refused() -
     assert tpu["holders"] == {"research": 4}
     assert tpu["accelerator"] is True
     line = filters.capacity_table([tpu])
-    assert line == ("SHORT google.com/tpu on pool tpu (tier accelerated): needed 8, free 4 "
-                    "(allocatable 8; held by research 4)")
+    assert line.splitlines() == [
+        "SHORT google.com/tpu on pool tpu (tier accelerated): needed 8, free 4 (allocatable 8; held by research 4)",
+        "      Tier 'accelerated' needs 8 google.com/tpu (accelerated-0, accelerated-1)"]
     # The check the preflight made before: the nodes' allocatable, blind to what runs on them.
     assert filters.accelerator_capacity(NODES, TIERS["accelerated"]["node_selector"], "google.com/tpu") == 8
 
@@ -232,26 +233,36 @@ def test_nothing_needed_means_no_row(scale_to_zero: bool) -> None:
     assert [item for item in rows if item["accelerator"]] == []
 
 
+def test_the_accelerated_pools_are_marked_for_the_accelerated_preflight() -> None:
+    rows = rows_for([], agents(accelerated=1, standard=1))
+    marked = {(item["resource"], item["pool"]) for item in rows if item["accelerated_pool"]}
+    assert marked == {("cpu", "tpu"), ("memory", "tpu"), ("pods", "tpu"), ("google.com/tpu", "tpu")}
+    assert {item["pool"] for item in rows if not item["accelerated_pool"]} == {"general", "total"}
+
+
+def test_a_pool_of_no_accelerator_nodes_names_the_tier_and_the_device() -> None:
+    """What an operator reads when the cluster has no accelerator pool at all (cluster_node_pools without it)."""
+    general_only = [node for node in NODES if "tpu" not in node["metadata"]["name"]]
+    ensemble = [{"name": "scalping", "strategy": "scalping", "tier": "accelerated", "replicas": 1}]
+    rows = [item for item in rows_for([], ensemble, nodes=general_only) if item["accelerated_pool"]]
+    assert not any(item["ok"] for item in rows)
+    assert "Tier 'accelerated' needs 4 google.com/tpu (scalping)" in filters.capacity_table(rows)
+
+
+def test_a_short_row_names_the_tiers_and_their_agents() -> None:
+    rows = rows_for([tpu_holder("research"), tpu_holder("backtest", node="local-primary-tpu-1")],
+                    agents(accelerated=8))
+    table = filters.capacity_table([row(rows, "google.com/tpu", "tpu")])
+    assert table.splitlines()[1] == ("      Tier 'accelerated' needs 32 google.com/tpu (accelerated-0, accelerated-1, "
+                                     "accelerated-2, accelerated-3, accelerated-4 and 3 more)")
+    assert "Tier" not in filters.capacity_table([row(rows, "cpu", "tpu")])  # only SHORT rows explain
+
+
 def test_many_holders_are_summarised() -> None:
     held = [pod(f"p{index}", f"team-{index}", "local-primary-general-0", {"cpu": f"{index + 1}"})
             for index in range(6)]
     table = filters.capacity_table([row(rows_for(held, agents(standard=1)), "cpu", "general")])
     assert "held by team-5 6, team-4 5, team-3 4, team-2 3 and 2 more namespace(s) 3" in table
-
-
-# ---------------------------------------------------------------- kwok: the pools, over the registered nodes
-def test_kwok_nodes_are_the_declared_pools_plus_registered_nodes_of_no_pool() -> None:
-    registered = [{"metadata": {"name": "local-primary-general-0", "labels": {"sapphire.io/pool": "general"}},
-                   "status": {"allocatable": {"cpu": "1"}}},
-                  {"metadata": {"name": "local-primary-old-0", "labels": {"sapphire.io/pool": "old"}},
-                   "status": {"allocatable": {"cpu": "4"}}}]
-    nodes = filters.pool_nodes(POOLS, "local-primary", registered)
-    names = [node["metadata"]["name"] for node in nodes]
-    assert names.count("local-primary-general-0") == 1
-    assert "local-primary-old-0" in names
-    declared = next(node for node in nodes if node["metadata"]["name"] == "local-primary-general-0")
-    assert declared["status"]["allocatable"]["cpu"] == "8"  # the pool's definition, which the cluster role applies
-    assert filters.pool_nodes(POOLS, "local-primary") == nodes[:-1]
 
 
 def test_filters_are_registered() -> None:
