@@ -4,8 +4,9 @@ The platform is deployed into a throw-away namespace with three agents; the test
 with one agent removed from trading_agents (as an operator who edited the inventory would) and
 checks that the dry run lists exactly that agent's objects and deletes nothing, that the real run
 deletes exactly that list, that labelled PVCs and Secrets survive (also a teardown), that a second
-run finds nothing, and that cleanup_include_data without cleanup_confirm is refused before any
-deletion.
+run finds nothing, that cleanup_include_data without cleanup_data_names is refused before any
+deletion, and that deleting (cleanup_dry_run=false) is refused without confirm equal to the
+environment name (local) while a --check run needs no confirm.
 """
 
 from __future__ import annotations
@@ -90,8 +91,26 @@ def test_dry_run_lists_exactly_the_removed_agent_and_the_real_run_deletes_it(pla
         assert dry.changed == 0, dry.changed_tasks()
         assert listing(local_clusters, namespace) == before
 
+    # Deleting without confirm (and with another environment's name; cleanup_dry_run as the string an AWX
+    # survey or -e key=value gives) is refused before anything is deleted.
+    for extra in ({"cleanup_dry_run": False}, {"cleanup_dry_run": "false", "confirm": "prod"}):
+        refused = run_playbook("cleanup.yml", limit="local-primary",
+                               extra_vars=platform_vars(namespace, trading_agents=REMAINING, **extra))
+        assert refused.rc != 0, extra
+        message = " ".join("\n".join(refused.failure_messages()).split())
+        assert "-e confirm=local" in message and "Nothing was written" in message, message
+        assert "cleanup_dry_run=false deletes" in message and namespace in message, message
+        assert refused.changed == 0, refused.changed_tasks()
+        assert listing(local_clusters, namespace) == before
+    # --check writes nothing: it needs no confirm and is not refused (it reports the deletions it would make).
+    checked = run_playbook("cleanup.yml", limit="local-primary", check=True,
+                           extra_vars=platform_vars(namespace, trading_agents=REMAINING, cleanup_dry_run=False))
+    assert checked.rc == 0, checked.explain()
+    assert listing(local_clusters, namespace) == before
+
     real = run_playbook("cleanup.yml", limit="local-primary",
-                        extra_vars=platform_vars(namespace, trading_agents=REMAINING, cleanup_dry_run=False))
+                        extra_vars=platform_vars(namespace, trading_agents=REMAINING, cleanup_dry_run=False,
+                                                 confirm="local"))
     assert real.rc == 0, real.explain()
     after = listing(local_clusters, namespace)
     assert after == before - removed
@@ -100,27 +119,29 @@ def test_dry_run_lists_exactly_the_removed_agent_and_the_real_run_deletes_it(pla
     assert any("KEEP (data) PersistentVolumeClaim" in line for line in plan_lines(real))
 
     second = run_playbook("cleanup.yml", limit="local-primary",
-                          extra_vars=platform_vars(namespace, trading_agents=REMAINING, cleanup_dry_run=False))
+                          extra_vars=platform_vars(namespace, trading_agents=REMAINING, cleanup_dry_run=False,
+                                                   confirm="local"))
     assert second.rc == 0, second.explain()
     assert second.changed == 0, second.changed_tasks()
     assert not [line for line in plan_lines(second) if "DELETE" in line]
 
 
-def test_include_data_without_confirm_is_refused_before_any_deletion(platform: str,
-                                                                      local_clusters: LocalClusters) -> None:
+def test_include_data_without_data_names_is_refused_before_any_deletion(platform: str,
+                                                                         local_clusters: LocalClusters) -> None:
     before = listing(local_clusters, platform)
     result = run_playbook("cleanup.yml", limit="local-primary",
                           extra_vars=platform_vars(platform, cleanup_scope="teardown", cleanup_dry_run=False,
-                                                   cleanup_include_data=True))
+                                                   cleanup_include_data=True, confirm="local"))
     assert result.rc != 0
     message = "\n".join(result.failure_messages())
-    assert "cleanup_include_data" in message and "cleanup_confirm" in message, message
+    assert "cleanup_include_data" in message and "cleanup_data_names" in message, message
     assert listing(local_clusters, platform) == before
 
 
 def test_teardown_keeps_the_data(platform: str, local_clusters: LocalClusters) -> None:
     result = run_playbook("cleanup.yml", limit="local-primary",
-                          extra_vars=platform_vars(platform, cleanup_scope="teardown", cleanup_dry_run=False))
+                          extra_vars=platform_vars(platform, cleanup_scope="teardown", cleanup_dry_run=False,
+                                                   confirm="local"))
     assert result.rc == 0, result.explain()
     left = listing(local_clusters, platform)
     assert {kind for kind, _ in left} <= {"Secret", "PersistentVolumeClaim", "ConfigMap"}, left

@@ -140,3 +140,30 @@ def test_claims_bind_through_more_namespace_cycles_than_the_pool_has_volumes(loc
     terminating = get(local_clusters, "-n", keep, "pvc", "in-use")
     assert terminating["metadata"]["uid"] == in_use["metadata"]["uid"]
     assert terminating["status"]["phase"] == "Bound" and terminating["spec"]["volumeName"] == kept["in-use"]
+
+
+def test_more_claims_at_once_than_the_pool_has_volumes_all_bind(local_clusters: LocalClusters, suffix: str) -> None:
+    pool = [name for name, pv in volumes(local_clusters).items()
+            if "sapphire.io/size" in pv["metadata"].get("labels", {})]
+    ns = f"vol-many-{suffix}"
+    names = [f"data-redis-{index}" for index in range(len(pool) + 1)]
+    create(local_clusters, namespace(ns), *(claim(name, ns, "20Gi") for name in names))
+    used = bound_volumes(local_clusters, ns, names, timeout=120)
+    assert len(set(used.values())) == len(names)
+    current = volumes(local_clusters)
+    provisioned = [current[name] for name in used.values() if name not in pool]
+    assert provisioned, "the pool cannot hold every claim: some volumes were provisioned"
+    for pv in provisioned:
+        claim_ref = pv["spec"]["claimRef"]
+        made_for = get(local_clusters, "-n", ns, "pvc", claim_ref["name"])
+        assert pv["metadata"]["name"] == f"pvc-{made_for['metadata']['uid']}" == made_for["spec"]["volumeName"]
+        assert pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"] == \
+            "sapphire.io/local-volume-provisioner"
+        assert pv["spec"]["capacity"]["storage"] == "20Gi" and pv["spec"]["storageClassName"] == "standard"
+
+    local_clusters.kubectl(CLUSTER, "delete", "namespace", ns, "--wait=true", "--timeout=120s")
+    wait_for(partial(reclaimed, local_clusters, list(used.values())), 90,
+             f"the volumes of {ns} to be reclaimed", interval=0.5)
+    current = volumes(local_clusters)
+    assert [pv["metadata"]["name"] for pv in provisioned if pv["metadata"]["name"] in current] == [], \
+        "a volume provisioned for a claim is deleted once the claim is gone"
