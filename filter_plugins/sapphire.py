@@ -499,6 +499,8 @@ def free_capacity(nodes: list[dict[str, Any]], pods: list[dict[str, Any]], names
     `namespace` itself are treated as replaced by the deploy and not subtracted - except agents missing from
     trading_agents and pods not deployed by sapphire-ops, which keep running. A rolling update of a
     Deployment still needs room for one extra pod at a time (maxSurge 1), which this does not reserve.
+    Pods of other namespaces below the platform's priority classes could be preempted by the scheduler; this
+    does not count on it (that would evict another team's work), so they hold what they request.
 
     Returns [{name, selector, tiers, total, nodes, resources: {resource: {allocatable, free, holders: {holder:
     amount}, node_free: [per node]}}}], amounts in base units (cores, bytes, devices, pods).

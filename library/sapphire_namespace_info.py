@@ -248,19 +248,26 @@ _PERMANENT_NODE_REASONS = (
 
 
 def node_reasons(message: str) -> list[str]:
-    """The per-node reasons of a scheduler message, counts dropped: "0/6 nodes are available: 2 Insufficient
-    cpu, 4 node(s) didn't match Pod's node affinity/selector. preemption: ..." -> ["Insufficient cpu", ...]."""
-    head = " ".join((message or "").split()).split(" preemption:")[0]
-    match = re.search(r"nodes are available:(.*)$", head)
+    """The reasons of a scheduler message, counts dropped.
+
+    kube-scheduler writes "0/X nodes are available: <PreFilter message>. <per-node histogram>. <PostFilter
+    messages>", e.g. "0/6 nodes are available: 2 Insufficient google.com/tpu, 4 node(s) didn't match Pod's node
+    affinity/selector. no new claims to deallocate, preemption: 0/6 nodes are available: ..." -> ["Insufficient
+    google.com/tpu", "node(s) didn't match Pod's node affinity/selector"]. The histogram (every part counted) is
+    what the nodes said; a PreFilter message stands alone (no histogram follows it); PostFilter text is dropped.
+    """
+    text = " ".join((message or "").split())
+    match = re.search(r"nodes are available:(.*)$", text)
     if not match:
         return []
-    reasons = []
-    for part in match.group(1).strip().rstrip(".").split(", "):
-        for piece in part.split(". "):  # a PreFilter message is followed by ". " and the filters' histogram
-            piece = re.sub(r"^\d+ ", "", piece.strip().rstrip("."))
-            if piece:
-                reasons.append(piece)
-    return reasons
+    for sentence in re.split(r"\.(?:\s+|$)", match.group(1).strip()):
+        parts = [part.strip() for part in sentence.split(", ") if part.strip()]
+        if not parts:
+            continue
+        if all(re.match(r"^\d+ ", part) for part in parts):
+            return [re.sub(r"^\d+ ", "", part) for part in parts]
+        return [sentence.strip()]  # a PreFilter message: no node was even looked at
+    return []
 
 
 def cannot_wait(message: str) -> bool:

@@ -77,10 +77,17 @@ def tpu_holders(clusters: LocalClusters) -> list[str]:
                                    for c in pod["spec"]["containers"])]
 
 
-def holder_pod(namespace: str) -> dict[str, Any]:
+def create(clusters: LocalClusters, manifest: dict[str, Any]) -> None:
+    created = subprocess.run([str(kube_binary("kubectl")), "--kubeconfig", str(clusters.kubeconfigs[CLUSTER]),
+                              "create", "-f", "-"], input=json.dumps(manifest), capture_output=True, text=True,
+                             timeout=60)
+    assert created.returncode == 0, created.stderr
+
+
+def holder_pod(namespace: str, priority_class: str) -> dict[str, Any]:
     resources = {"cpu": "10m", "memory": "16Mi", TPU: "4"}
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "tpu-holder", "namespace": namespace},
-            "spec": {"nodeSelector": {"sapphire.io/pool": "tpu"},
+            "spec": {"nodeSelector": {"sapphire.io/pool": "tpu"}, "priorityClassName": priority_class,
                      "tolerations": [{"key": TPU, "operator": "Equal", "value": "present", "effect": "NoSchedule"}],
                      "containers": [{"name": "hold", "image": "registry.example/research/notebook:1.0",
                                      "resources": {"requests": resources, "limits": resources}}]}}
@@ -88,14 +95,19 @@ def holder_pod(namespace: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def holder(local_clusters: LocalClusters) -> Iterator[str]:
-    """Another namespace whose pod holds 4 google.com/tpu on local-primary."""
+    """Another namespace whose pod holds 4 google.com/tpu on local-primary.
+
+    Its priority is above the accelerated tier's (sapphire-accelerated), so the scheduler cannot preempt it to
+    make room for the platform's agents: the devices stay held, as another team's would.
+    """
     namespace = f"it-cap-hold-{uuid.uuid4().hex[:6]}"
+    priority_class = namespace
+    create(local_clusters, {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+                            "metadata": {"name": priority_class}, "value": 2000000, "preemptionPolicy": "Never",
+                            "description": "test_capacity: a TPU holder the platform's agents cannot preempt"})
     local_clusters.kubectl(CLUSTER, "create", "namespace", namespace)
     try:
-        created = subprocess.run([str(kube_binary("kubectl")), "--kubeconfig", str(local_clusters.kubeconfigs[CLUSTER]),
-                                  "create", "-f", "-"], input=json.dumps(holder_pod(namespace)), capture_output=True,
-                                 text=True, timeout=60)
-        assert created.returncode == 0, created.stderr
+        create(local_clusters, holder_pod(namespace, priority_class))
 
         def bound() -> bool:
             return bool(kubectl_json(local_clusters, "-n", namespace, "get", "pod", "tpu-holder")["spec"]
@@ -108,6 +120,7 @@ def holder(local_clusters: LocalClusters) -> Iterator[str]:
         yield namespace
     finally:
         delete_namespace(local_clusters, namespace)
+        local_clusters.kubectl(CLUSTER, "delete", "priorityclass", priority_class, "--ignore-not-found", check=False)
 
 
 @pytest.fixture
@@ -158,7 +171,7 @@ def test_the_final_wait_stops_on_a_pod_the_scheduler_cannot_place_and_names_it(
     # The preflight only warns (accelerated_require_capacity: false), so the deploy writes 8 devices' worth of
     # agents where at most 4 are free; one of them at least stays Pending with "Insufficient google.com/tpu".
     result = deploy(target, tpu_agents(2), accelerated_require_capacity=False, deploy_unschedulable_after=5,
-                    deploy_wait_timeout=300)
+                    deploy_wait_timeout=120)
 
     assert result.rc != 0
     reports = result.task_results(WAIT_REPORT)

@@ -18,9 +18,13 @@ from conftest import load_module
 mod = load_module("sapphire_namespace_info")
 NOW = datetime(2026, 11, 3, 10, 0, 0, tzinfo=UTC).timestamp()
 AFTER = 30.0
+# As kube-scheduler v1.34 wrote it on local-primary (the DRA plugin's PostFilter text before preemption's).
 TPU_SHORT = ("0/6 nodes are available: 2 Insufficient google.com/tpu, 4 node(s) didn't match Pod's node "
-             "affinity/selector. preemption: 0/6 nodes are available: 2 No preemption victims found for incoming "
-             "pod, 4 Preemption is not helpful for scheduling.")
+             "affinity/selector. no new claims to deallocate, preemption: 0/6 nodes are available: 2 No preemption "
+             "victims found for incoming pod, 4 Preemption is not helpful for scheduling.")
+OLDER_TPU_SHORT = ("0/6 nodes are available: 2 Insufficient google.com/tpu, 4 node(s) didn't match Pod's node "
+                   "affinity/selector. preemption: 0/6 nodes are available: 2 No preemption victims found for "
+                   "incoming pod, 4 Preemption is not helpful for scheduling.")
 
 
 def stamp(seconds_ago: float) -> str:
@@ -46,6 +50,7 @@ def refused(message: str, seconds_ago: float = 60, replicas: int = 2) -> dict[st
     ("pod", "is_blocked"),
     [
         (pending(TPU_SHORT), True),
+        (pending(OLDER_TPU_SHORT), True),
         (pending("0/6 nodes are available: 6 Insufficient cpu."), True),
         (pending("0/6 nodes are available: 6 Too many pods."), True),
         (pending("0/6 nodes are available: 6 node(s) didn't match Pod's node affinity/selector."), True),
@@ -106,8 +111,13 @@ def test_a_replicaset_whose_pods_are_refused_is_blocked(replicaset: dict[str, An
     ("message", "reasons"),
     [
         (TPU_SHORT, ["Insufficient google.com/tpu", "node(s) didn't match Pod's node affinity/selector"]),
-        ("0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims.",
+        (OLDER_TPU_SHORT, ["Insufficient google.com/tpu", "node(s) didn't match Pod's node affinity/selector"]),
+        ("0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/3 nodes are "
+         "available: 3 Preemption is not helpful for scheduling.",
          ["pod has unbound immediate PersistentVolumeClaims"]),
+        ("0/3 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }, "
+         "2 Insufficient cpu.", ["node(s) had untolerated taint {node.kubernetes.io/not-ready: }", "Insufficient cpu"]),
+        ("no nodes available to schedule pods", []),
         ("", []),
     ],
 )
