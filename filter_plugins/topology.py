@@ -101,7 +101,7 @@ def state_cluster(host: Mapping[str, Any]) -> dict[str, str]:
 def lock_holder(operation: str, user: str, controller: str, awx_job_id: Any, run: Any) -> dict[str, str]:
     """Filter: who takes the operations lock: the playbook, the user, the controller, the AWX job and this run."""
     return {"playbook": str(operation), "user": str(user or "unknown"), "controller": str(controller or "unknown"),
-            "awx_job_id": str(awx_job_id or "-"), "run": f"{controller}:{run}"}
+            "awx_job_id": str(awx_job_id or "-"), "run_id": f"{controller}:{run}"}
 
 
 EMPTY_STATE = {"epoch": 0, "live_region": "primary", "host_overrides": {}, "history": []}
