@@ -128,8 +128,11 @@ options:
     type: str
   watch_pid:
     description:
-      - O(action=acquire) only - start the detached renewer and release the leases when this process ends
-        (normally the ansible-playbook process). It must be running.
+      - O(action=acquire) only - start the detached renewer and release the leases when this process ends. It
+        must be running.
+      - V(0) means the ansible-playbook process that runs this task (found among the module's ancestors; the
+        task's own worker process is not it - it ends with the task). The playbook pid is what a playbook wants,
+        so that the lock is held exactly as long as the run.
     type: int
   request_timeout:
     description: Seconds to wait for each API request.
@@ -172,7 +175,7 @@ EXAMPLES = r"""
       user: "{{ lookup('env', 'USER') }}"
       controller: "{{ lookup('pipe', 'hostname') }}"
       awx_job_id: "{{ awx_job_id | default('') }}"
-    watch_pid: "{{ sapphire_playbook_pid }}"
+    watch_pid: 0  # this ansible-playbook process: the lock is released when the run ends
     break_lock: "{{ sapphire_lock_break | bool }}"
     break_reason: "{{ sapphire_lock_break_reason | default(omit) }}"
   run_once: true
@@ -286,6 +289,10 @@ renewer_log:
   description: Log of that renewer (its directory is removed when it ends normally).
   returned: always
   type: str
+watched_pid:
+  description: The process the renewer watches (O(watch_pid), resolved when it was V(0)); null otherwise.
+  returned: always
+  type: int
 """
 
 import os
@@ -303,6 +310,7 @@ from ansible.module_utils.sapphire_state import (
     connect,
     holder_identity,
     param_problems,
+    playbook_process,
     read_action,
     record_action,
     release_action,
@@ -396,6 +404,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         specs = [item for item in params["clusters"] if item["name"] in result["acquired"]]
         config = renewer_config(specs, params["namespace"], params["lease_name"], ours,
                                 params["lease_duration_seconds"], params["request_timeout"], params["watch_pid"])
+        result["watched_pid"] = params["watch_pid"]
         try:
             result["renewer_pid"], result["renewer_log"] = spawn_renewer(config, renewer_source(), sys.executable)
         except OSError as exc:
@@ -412,6 +421,11 @@ def main() -> None:
                      ("break_lock", True, ["break_reason"])],
         supports_check_mode=True,
     )
+    if module.params["watch_pid"] == 0 and module.params["action"] == "acquire":
+        module.params["watch_pid"] = playbook_process(os.getpid())
+        if module.params["watch_pid"] is None:
+            module.fail_json(msg="watch_pid 0 means the ansible-playbook process running this task, and none was "
+                                 "found among this module's parent processes; pass the pid to watch")
     problems = param_problems(module.params)
     if problems:
         module.fail_json(msg="; ".join(problems))
