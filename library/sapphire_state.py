@@ -17,8 +17,9 @@ description:
     cluster that answers, taken in the order of the cluster names. Writers take it; read-only runs do not;
     emergency-stop never waits for it (it uses O(action=record)).
   - O(action=read) reads the state from every cluster side by side (O(request_timeout) each). An
-    unreachable cluster is data (RV(clusters), a warning), never a failure. When no reachable cluster holds a
-    state the platform is fresh - epoch 0, live region C(primary) - and RV(found) is false.
+    unreachable cluster is data (RV(clusters), a warning), never a failure. When clusters answer but none holds
+    a state the platform is fresh - epoch 0, live region C(primary) - and RV(found) is false; when no cluster
+    answers RV(state) is null and RV(reachable) 0.
   - O(action=write) writes O(state) to every reachable cluster whose state differs, with optimistic
     concurrency (replace carrying C(metadata.resourceVersion), create when absent; a 409 fails and asks to
     re-run). It refuses an epoch lower than the highest found. O(history_entry) is appended to the history
@@ -212,8 +213,9 @@ EXAMPLES = r"""
 RETURN = r"""
 state:
   description:
-    - read - the winning state (a fresh one, epoch 0 and live region C(primary), when no reachable cluster holds
-      one); write and record - the state written (or that would be written); null for acquire and release.
+    - read - the winning state (a fresh one, epoch 0 and live region C(primary), when clusters answered but none
+      holds one; null when no cluster answered - an unknown state is never the home layout); write and record -
+      the state written (or that would be written); null for acquire and release.
   returned: always
   type: dict
   sample: {epoch: 2, live_region: dr, host_overrides: {redis-dr: {redis_replication_role: primary}},

@@ -572,7 +572,9 @@ def read_states(clusters: list[Cluster], state_name: str) -> list[ClusterState]:
 
 
 def _state_report(result: dict[str, Any], reads: list[ClusterState], merge: Merge) -> None:
-    result.update(state=merge.state, clusters=[item.report() for item in reads], reachable=len(merge.reachable),
+    # no cluster answered: nothing is known, which must never read as a fresh platform (the home layout)
+    result.update(state=merge.state if merge.reachable else None, clusters=[item.report() for item in reads],
+                  reachable=len(merge.reachable),
                   stale=merge.stale, found=merge.found, unreadable=merge.unreadable, source=merge.source)
     for name in merge.unreadable:
         error = next(item.error for item in reads if item.name == name)

@@ -617,6 +617,7 @@ def test_read_of_an_unreachable_cluster_does_not_fail(module_runner: Any) -> Non
     assert not result.get("failed") and result["changed"] is False
     assert result["clusters"][0]["reachable"] is False and "/nonexistent" in result["clusters"][0]["error"]
     assert result["reachable"] == 0 and result["found"] is False
+    assert result["state"] is None  # nothing answered: unknown, not a fresh platform
 
 
 def test_param_problems_accepts_a_good_acquire() -> None:
