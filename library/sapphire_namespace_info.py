@@ -29,7 +29,7 @@ description:
     not pass by themselves (C(Insufficient <resource>), C(Too many pods), the nodeSelector or affinity
     matching no node, a taint it does not tolerate other than the node lifecycle taints
     C(node.kubernetes.io/*)), with no node nominated for it by preemption; and a ReplicaSet whose pods have
-    been refused (C(FailedCreate): quota, Pod Security, LimitRange) for as long.
+    been refused (C(FailedCreate), by quota, Pod Security or a LimitRange) for as long.
   - An unreachable API server or a missing namespace is a failing check, never a module failure.
 version_added: "1.0.0"
 author: sapphire-ops

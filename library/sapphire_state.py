@@ -17,8 +17,9 @@ description:
     cluster that answers, taken in the order of the cluster names. Writers take it; read-only runs do not;
     emergency-stop never waits for it (it uses O(action=record)).
   - O(action=read) reads the state from every cluster side by side (O(request_timeout) each). An
-    unreachable cluster is data (RV(clusters), a warning), never a failure. When no reachable cluster holds a
-    state the platform is fresh - epoch 0, live region C(primary) - and RV(found) is false.
+    unreachable cluster is data (RV(clusters), a warning), never a failure. When clusters answer but none holds
+    a state the platform is fresh - epoch 0, live region C(primary) - and RV(found) is false; when no cluster
+    answers RV(state) is null and RV(reachable) 0.
   - O(action=write) writes O(state) to every reachable cluster whose state differs, with optimistic
     concurrency (replace carrying C(metadata.resourceVersion), create when absent; a 409 fails and asks to
     re-run). It refuses an epoch lower than the highest found. O(history_entry) is appended to the history
@@ -128,8 +129,11 @@ options:
     type: str
   watch_pid:
     description:
-      - O(action=acquire) only - start the detached renewer and release the leases when this process ends
-        (normally the ansible-playbook process). It must be running.
+      - O(action=acquire) only - start the detached renewer and release the leases when this process ends. It
+        must be running.
+      - V(0) means the ansible-playbook process that runs this task (found among the module's ancestors; the
+        task's own worker process is not it - it ends with the task). The playbook pid is what a playbook wants,
+        so that the lock is held exactly as long as the run.
     type: int
   request_timeout:
     description: Seconds to wait for each API request.
@@ -172,7 +176,7 @@ EXAMPLES = r"""
       user: "{{ lookup('env', 'USER') }}"
       controller: "{{ lookup('pipe', 'hostname') }}"
       awx_job_id: "{{ awx_job_id | default('') }}"
-    watch_pid: "{{ sapphire_playbook_pid }}"
+    watch_pid: 0  # this ansible-playbook process: the lock is released when the run ends
     break_lock: "{{ sapphire_lock_break | bool }}"
     break_reason: "{{ sapphire_lock_break_reason | default(omit) }}"
   run_once: true
@@ -209,8 +213,9 @@ EXAMPLES = r"""
 RETURN = r"""
 state:
   description:
-    - read - the winning state (a fresh one, epoch 0 and live region C(primary), when no reachable cluster holds
-      one); write and record - the state written (or that would be written); null for acquire and release.
+    - read - the winning state (a fresh one, epoch 0 and live region C(primary), when clusters answered but none
+      holds one; null when no cluster answered - an unknown state is never the home layout); write and record -
+      the state written (or that would be written); null for acquire and release.
   returned: always
   type: dict
   sample: {epoch: 2, live_region: dr, host_overrides: {redis-dr: {redis_replication_role: primary}},
@@ -286,6 +291,10 @@ renewer_log:
   description: Log of that renewer (its directory is removed when it ends normally).
   returned: always
   type: str
+watched_pid:
+  description: The process the renewer watches (O(watch_pid), resolved when it was V(0)); null otherwise.
+  returned: always
+  type: int
 """
 
 import os
@@ -303,6 +312,7 @@ from ansible.module_utils.sapphire_state import (
     connect,
     holder_identity,
     param_problems,
+    playbook_process,
     read_action,
     record_action,
     release_action,
@@ -396,6 +406,7 @@ def run(module: AnsibleModule) -> dict[str, Any]:
         specs = [item for item in params["clusters"] if item["name"] in result["acquired"]]
         config = renewer_config(specs, params["namespace"], params["lease_name"], ours,
                                 params["lease_duration_seconds"], params["request_timeout"], params["watch_pid"])
+        result["watched_pid"] = params["watch_pid"]
         try:
             result["renewer_pid"], result["renewer_log"] = spawn_renewer(config, renewer_source(), sys.executable)
         except OSError as exc:
@@ -412,6 +423,11 @@ def main() -> None:
                      ("break_lock", True, ["break_reason"])],
         supports_check_mode=True,
     )
+    if module.params["watch_pid"] == 0 and module.params["action"] == "acquire":
+        module.params["watch_pid"] = playbook_process(os.getpid())
+        if module.params["watch_pid"] is None:
+            module.fail_json(msg="watch_pid 0 means the ansible-playbook process running this task, and none was "
+                                 "found among this module's parent processes; pass the pid to watch")
     problems = param_problems(module.params)
     if problems:
         module.fail_json(msg="; ".join(problems))

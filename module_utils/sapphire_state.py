@@ -391,7 +391,7 @@ def param_problems(params: dict[str, Any]) -> list[str]:
     if watch_pid is not None:
         if action != "acquire":
             problems.append("watch_pid is only for action=acquire")
-        elif watch_pid <= 0 or process_start(watch_pid) is None:
+        elif watch_pid < 0 or process_start(watch_pid) is None:
             problems.append(f"watch_pid {watch_pid} is not a running process")
     holder = params.get("holder")
     if holder is not None and not str(holder.get("playbook") or "").strip():
@@ -548,7 +548,8 @@ def new_result() -> dict[str, Any]:
     """Every documented return key, so consumers never meet a missing one."""
     return {"changed": False, "state": None, "clusters": [], "reachable": 0, "stale": [], "found": False,
             "unreadable": [], "source": None, "written": [], "holder": None, "acquired": [], "took_over": None,
-            "held": None, "released": [], "renewer_pid": None, "renewer_log": None, "warnings": []}
+            "held": None, "released": [], "renewer_pid": None, "renewer_log": None, "watched_pid": None,
+            "warnings": []}
 
 
 def read_states(clusters: list[Cluster], state_name: str) -> list[ClusterState]:
@@ -571,7 +572,9 @@ def read_states(clusters: list[Cluster], state_name: str) -> list[ClusterState]:
 
 
 def _state_report(result: dict[str, Any], reads: list[ClusterState], merge: Merge) -> None:
-    result.update(state=merge.state, clusters=[item.report() for item in reads], reachable=len(merge.reachable),
+    # no cluster answered: nothing is known, which must never read as a fresh platform (the home layout)
+    result.update(state=merge.state if merge.reachable else None, clusters=[item.report() for item in reads],
+                  reachable=len(merge.reachable),
                   stale=merge.stale, found=merge.found, unreadable=merge.unreadable, source=merge.source)
     for name in merge.unreadable:
         error = next(item.error for item in reads if item.name == name)
@@ -885,6 +888,40 @@ def process_start(pid: int) -> str | None:
     if not fields or fields[0] in ("Z", "X"):
         return None
     return fields[19] if len(fields) > 19 else "unknown"
+
+
+def _proc_parent(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8", errors="replace") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _proc_cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return [part.decode("utf-8", "replace") for part in handle.read().rstrip(b"\0").split(b"\0")]
+    except OSError:
+        return []
+
+
+def playbook_process(pid: int, parent: Callable[[int], int] = _proc_parent,
+                     cmdline: Callable[[int], list[str]] = _proc_cmdline) -> int | None:
+    """The ansible-playbook process running pid (a module): of the nearest ansible-playbook ancestors (the
+    task's worker is a fork of the main process, with its command line), the outermost one in a row."""
+    found = None
+    current = parent(pid)
+    seen: set[int] = set()
+    while current > 1 and current not in seen:
+        seen.add(current)
+        is_playbook = any(os.path.basename(arg) == "ansible-playbook" for arg in cmdline(current)[:2])
+        if is_playbook:
+            found = current
+        elif found is not None:
+            break
+        current = parent(current)
+    return found
 
 
 def watched_alive(pid: int, start: str | None) -> bool:

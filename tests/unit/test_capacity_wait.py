@@ -162,3 +162,12 @@ def test_a_negative_grace_is_rejected_naming_it(module_runner: Any) -> None:
     result = module_runner("sapphire_namespace_info", {"unschedulable_after": -1})
     assert result.get("failed") is True
     assert "unschedulable_after" in result["msg"]
+
+
+def test_the_documentation_describes_the_option_and_the_result() -> None:
+    import yaml
+
+    doc, returned = yaml.safe_load(mod.DOCUMENTATION), yaml.safe_load(mod.RETURN)
+    assert doc["options"]["unschedulable_after"] == {
+        "description": doc["options"]["unschedulable_after"]["description"], "type": "float", "default": 30}
+    assert returned["blocked"]["returned"] == "always"

@@ -31,6 +31,7 @@ from ansible.module_utils.sapphire_state import (
     merge_states,
     param_problems,
     parse_time,
+    playbook_process,
     read_action,
     record_action,
     release_action,
@@ -555,6 +556,29 @@ def test_the_renewer_runs_from_a_copy_without_ansible(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "usage" in proc.stderr, proc.stderr
 
 
+PY = "/work/main/.venv/bin/python"
+PLAYBOOK = [PY, "/work/main/.venv/bin/ansible-playbook", "deploy.yml"]
+
+
+@pytest.mark.parametrize(("tree", "expected"), [
+    # module 500 <- sh 400 <- worker 300 (a fork of the main process) <- main 200 <- bash 100
+    ({500: (400, [PY, "AnsiballZ"]), 400: (300, ["/bin/sh", "-c"]), 300: (200, PLAYBOOK), 200: (100, PLAYBOOK),
+      100: (1, ["bash"])}, 200),
+    # AWX / ansible-runner: ansible-playbook run directly
+    ({500: (400, [PY]), 400: (300, ["ansible-playbook", "x.yml"]), 300: (200, ["ansible-playbook", "x.yml"]),
+      200: (1, ["ansible-runner"])}, 300),
+    # a playbook run by a task of another playbook: the inner run, not the outer one
+    ({500: (400, [PY]), 400: (300, PLAYBOOK), 300: (250, PLAYBOOK), 250: (240, ["/bin/sh"]), 240: (230, [PY]),
+      230: (220, PLAYBOOK), 220: (1, PLAYBOOK)}, 300),
+    ({500: (400, [PY]), 400: (1, ["ansible", "localhost"])}, None),  # ad hoc: no playbook to watch
+])
+def test_watch_pid_zero_finds_the_playbook_process_not_the_task_worker(tree: dict[int, tuple[int, list[str]]],
+                                                                       expected: int | None) -> None:
+    found = playbook_process(500, parent=lambda pid: tree.get(pid, (0, []))[0],
+                             cmdline=lambda pid: tree.get(pid, (0, []))[1])
+    assert found == expected
+
+
 # ----------------------------------------------------------------------------------------- parameters
 BASE = {"clusters": [{"name": "local-primary", "kubeconfig": "/nonexistent"}]}
 
@@ -572,6 +596,8 @@ BASE = {"clusters": [{"name": "local-primary", "kubeconfig": "/nonexistent"}]}
     ({"action": "acquire", "holder": {"playbook": "p"}, "break_lock": True, "break_reason": " "}, "break_reason"),
     ({"action": "read", "watch_pid": 1}, "watch_pid"),
     ({"action": "acquire", "holder": {"playbook": "p"}, "watch_pid": 2 ** 22 + 7}, "watch_pid"),
+    ({"action": "acquire", "holder": {"playbook": "p"}, "watch_pid": -3}, "watch_pid"),
+    ({"action": "acquire", "holder": {"playbook": "p"}, "watch_pid": 0}, "watch_pid 0"),  # pytest is no playbook
     ({"action": "read", "lease_duration_seconds": 0}, "lease_duration_seconds"),
     ({"action": "read", "request_timeout": "slow"}, "request_timeout"),
     ({"action": "read", "namespace": "Sapphire System"}, "namespace"),
@@ -591,6 +617,7 @@ def test_read_of_an_unreachable_cluster_does_not_fail(module_runner: Any) -> Non
     assert not result.get("failed") and result["changed"] is False
     assert result["clusters"][0]["reachable"] is False and "/nonexistent" in result["clusters"][0]["error"]
     assert result["reachable"] == 0 and result["found"] is False
+    assert result["state"] is None  # nothing answered: unknown, not a fresh platform
 
 
 def test_param_problems_accepts_a_good_acquire() -> None:
