@@ -310,9 +310,11 @@ from ansible.module_utils.sapphire_state import (
     StateFailure,
     acquire_action,
     connect,
+    ended_run,
     holder_identity,
     param_problems,
     playbook_process,
+    process_start,
     read_action,
     record_action,
     release_action,
@@ -399,9 +401,14 @@ def run(module: AnsibleModule) -> dict[str, Any]:
                              time.time, module.check_mode)
     if action == "release":
         return release_action(clusters, params["lease_name"], ours, time.time, module.check_mode)
+    controller = socket.gethostname()
+
+    def ended(holder: str) -> bool:  # a run of this controller that has ended: its lease is free at once
+        return ended_run(holder, controller, lambda pid: process_start(pid) is not None)
+
     result = acquire_action(clusters, params["lease_name"], params["namespace"], ours, time.time,
                             params["lease_duration_seconds"], params["skew_seconds"], params["break_lock"],
-                            params["break_reason"], module.check_mode)
+                            params["break_reason"], module.check_mode, ended=ended)
     if params["watch_pid"] is not None and result["acquired"] and not module.check_mode:
         specs = [item for item in params["clusters"] if item["name"] in result["acquired"]]
         config = renewer_config(specs, params["namespace"], params["lease_name"], ours,
