@@ -103,6 +103,8 @@ options:
         description:
           - Optional id of this run, appended as C(run=<id>). Without it two runs of the same playbook by the same
             user on the same controller outside AWX count as the same holder.
+          - With O(watch_pid=0) it defaults to C(<controller host>:<ansible-playbook pid>); a lease whose run of
+            this controller has ended is then free at once for the next run.
         type: raw
   lease_name:
     description: Name of the Lease of the operations lock.
@@ -435,6 +437,10 @@ def main() -> None:
         if module.params["watch_pid"] is None:
             module.fail_json(msg="watch_pid 0 means the ansible-playbook process running this task, and none was "
                                  "found among this module's parent processes; pass the pid to watch")
+        # The run is that process: a lease it leaves behind is free at once for the next run of this controller.
+        holder = module.params["holder"]
+        if holder is not None and not holder.get("run_id"):
+            holder["run_id"] = f"{socket.gethostname()}:{module.params['watch_pid']}"
     problems = param_problems(module.params)
     if problems:
         module.fail_json(msg="; ".join(problems))
