@@ -103,6 +103,8 @@ options:
         description:
           - Optional id of this run, appended as C(run=<id>). Without it two runs of the same playbook by the same
             user on the same controller outside AWX count as the same holder.
+          - With O(watch_pid=0) it defaults to C(<controller host>:<ansible-playbook pid>); a lease whose run of
+            this controller has ended is then free at once for the next run.
         type: raw
   lease_name:
     description: Name of the Lease of the operations lock.
@@ -310,9 +312,11 @@ from ansible.module_utils.sapphire_state import (
     StateFailure,
     acquire_action,
     connect,
+    ended_run,
     holder_identity,
     param_problems,
     playbook_process,
+    process_start,
     read_action,
     record_action,
     release_action,
@@ -399,9 +403,14 @@ def run(module: AnsibleModule) -> dict[str, Any]:
                              time.time, module.check_mode)
     if action == "release":
         return release_action(clusters, params["lease_name"], ours, time.time, module.check_mode)
+    controller = socket.gethostname()
+
+    def ended(holder: str) -> bool:  # a run of this controller that has ended: its lease is free at once
+        return ended_run(holder, controller, lambda pid: process_start(pid) is not None)
+
     result = acquire_action(clusters, params["lease_name"], params["namespace"], ours, time.time,
                             params["lease_duration_seconds"], params["skew_seconds"], params["break_lock"],
-                            params["break_reason"], module.check_mode)
+                            params["break_reason"], module.check_mode, ended=ended)
     if params["watch_pid"] is not None and result["acquired"] and not module.check_mode:
         specs = [item for item in params["clusters"] if item["name"] in result["acquired"]]
         config = renewer_config(specs, params["namespace"], params["lease_name"], ours,
@@ -428,6 +437,10 @@ def main() -> None:
         if module.params["watch_pid"] is None:
             module.fail_json(msg="watch_pid 0 means the ansible-playbook process running this task, and none was "
                                  "found among this module's parent processes; pass the pid to watch")
+        # The run is that process: a lease it leaves behind is free at once for the next run of this controller.
+        holder = module.params["holder"]
+        if holder is not None and not holder.get("run_id"):
+            holder["run_id"] = f"{socket.gethostname()}:{module.params['watch_pid']}"
     problems = param_problems(module.params)
     if problems:
         module.fail_json(msg="; ".join(problems))

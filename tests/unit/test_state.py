@@ -626,3 +626,21 @@ def test_param_problems_accepts_a_good_acquire() -> None:
               "skew_seconds": 10, "request_timeout": 5, "holder": {"playbook": "deploy.yml"},
               "watch_pid": None, "break_lock": False}
     assert param_problems(params) == []
+
+
+@pytest.mark.parametrize(("holder", "alive", "ended"), [
+    ("playbook=deploy user=u controller=vm awx_job=- run=vm:4242", False, True),   # this controller, process gone
+    ("playbook=deploy user=u controller=vm awx_job=- run=vm:4242", True, False),   # still running
+    ("playbook=deploy user=u controller=other awx_job=- run=other:4242", False, False),  # another controller
+    ("playbook=deploy user=u controller=vm awx_job=-", False, False),              # no run id: only its lease tells
+])
+def test_a_lease_of_an_ended_run_of_this_controller_is_free_at_once(holder: str, alive: bool, ended: bool) -> None:
+    from ansible.module_utils.sapphire_state import decide_lease, ended_run
+
+    assert ended_run(holder, "vm", lambda pid: alive) is ended
+    now = 1_800_000_000.0
+    lease = {"spec": {"holderIdentity": holder, "leaseDurationSeconds": 120,
+                      "renewTime": "2027-01-15T08:00:00.000000Z"}}  # renewed just now: fresh
+    decision = decide_lease(lease, "playbook=backup run=vm:1", now, 10, False, 120,
+                            lambda text: ended_run(text, "vm", lambda pid: alive))
+    assert decision.action == ("stale" if ended else "held")
