@@ -98,10 +98,11 @@ def state_cluster(host: Mapping[str, Any]) -> dict[str, str]:
             "context": str(_get(host, "k8s_context", ""))}
 
 
-def lock_holder(operation: str, user: str, controller: str, awx_job_id: Any, run: Any) -> dict[str, str]:
-    """Filter: who takes the operations lock: the playbook, the user, the controller, the AWX job and this run."""
-    return {"playbook": str(operation), "user": str(user or "unknown"), "controller": str(controller or "unknown"),
-            "awx_job_id": str(awx_job_id or "-"), "run_id": f"{controller}:{run}"}
+def lock_holder(operation: str, user: str, controller: str, awx_job_id: Any) -> dict[str, str]:
+    """Filter: who takes the operations lock: the playbook, the user, the controller, the AWX job (empty user and
+    controller: the module fills in the user and host it runs as; it adds this run, <controller>:<pid>)."""
+    return {"playbook": str(operation), "user": str(user or ""), "controller": str(controller or ""),
+            "awx_job_id": str(awx_job_id or "-")}
 
 
 EMPTY_STATE = {"epoch": 0, "live_region": "primary", "host_overrides": {}, "history": []}
