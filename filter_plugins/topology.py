@@ -92,8 +92,72 @@ def halt_targets(topo: dict[str, Any]) -> list[dict[str, Any]]:
     return first + [item for item in redis.get("servers", []) if item not in first]
 
 
+def state_cluster(host: Mapping[str, Any]) -> dict[str, str]:
+    """Filter: {name, kubeconfig, context} of a cluster host, as sapphire_state reaches it."""
+    return {"name": str(_get(host, "inventory_hostname", "")), "kubeconfig": str(_get(host, "k8s_kubeconfig", "")),
+            "context": str(_get(host, "k8s_context", ""))}
+
+
+def lock_holder(operation: str, user: str, controller: str, awx_job_id: Any) -> dict[str, str]:
+    """Filter: who takes the operations lock: the playbook, the user, the controller, the AWX job (empty user and
+    controller: the module fills in the user and host it runs as; it adds this run, <controller>:<pid>)."""
+    return {"playbook": str(operation), "user": str(user or ""), "controller": str(controller or ""),
+            "awx_job_id": str(awx_job_id or "-")}
+
+
+EMPTY_STATE = {"epoch": 0, "live_region": "primary", "host_overrides": {}, "history": []}
+
+
+def normalize_state(state: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The platform state with every key present (a cache written by an older toolkit used dr_* keys)."""
+    state = dict(state or {})
+    return {"epoch": int(state.get("epoch") or 0),
+            "live_region": str(state.get("live_region") or state.get("dr_active_region") or "primary"),
+            "host_overrides": dict(state.get("host_overrides") or state.get("dr_host_overrides") or {}),
+            "history": list(state.get("history") or state.get("dr_history") or []),
+            "updated": state.get("updated") or state.get("dr_updated") or "",
+            "updated_by": state.get("updated_by") or ""}
+
+
+def state_source(read: Mapping[str, Any] | None, cached: Mapping[str, Any] | None, store: str, writes: bool,
+                 from_cache: bool, cache_file: str) -> dict[str, Any]:
+    """Filter: where this run takes the platform state from: {state, source, refuse, warning}.
+
+    store 'clusters' (every inventory with clusters): the highest epoch among the reachable clusters
+    (sapphire_state read). When none answers, a run that writes refuses unless the operator said
+    sapphire_state_from_cache=true; a read-only run reads the cache and says so. Never the home layout
+    silently. store 'file': an inventory without clusters (a data-only drill) keeps it in the cache file.
+    """
+    if store not in ("clusters", "file"):
+        raise AnsibleFilterError(f"sapphire_state_store must be clusters or file, not {store!r}")
+    cache = normalize_state(cached)
+    if store == "file":
+        return {"state": cache, "source": f"file {cache_file}", "refuse": "", "warning": ""}
+    read = dict(read or {})
+    if int(read.get("reachable") or 0) > 0:
+        return {"state": normalize_state(read.get("state")), "source": "clusters", "refuse": "", "warning": ""}
+    errors = "; ".join(f"{item.get('name')}: {item.get('error') or 'unreachable'}"
+                       for item in read.get("clusters") or []) or "no cluster in the inventory"
+    written = cache["updated"] or "at an unknown time"
+    described = (f"epoch {cache['epoch']}, live region {cache['live_region']}, written {written}"
+                 if cached else "none: the cache file does not exist")
+    if from_cache:
+        return {"state": cache, "source": f"cache {cache_file}", "refuse": "",
+                "warning": f"No cluster could be read ({errors}); acting on the cached state ({described}) "
+                           "as sapphire_state_from_cache=true asked."}
+    if writes:
+        return {"state": cache, "source": "none", "warning": "",
+                "refuse": (f"No cluster could be read to learn which region is live ({errors}). Nothing was written. "
+                           "Fix the connection to a cluster, or, if you know the cached state on this controller is "
+                           f"right ({cache_file}: {described}), run again with -e sapphire_state_from_cache=true.")}
+    return {"state": cache, "source": f"cache {cache_file}", "refuse": "",
+            "warning": f"No cluster could be read ({errors}); this read-only run uses the cached state ({described})."}
+
+
 class FilterModule:
     """sapphire-ops topology filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"sapphire_topology": topology, "sapphire_halt_targets": halt_targets}
+        return {"sapphire_topology": topology, "sapphire_halt_targets": halt_targets,
+                "sapphire_state_source": state_source, "sapphire_state_normalize": normalize_state,
+                "sapphire_state_cluster": state_cluster, "sapphire_lock_holder": lock_holder}

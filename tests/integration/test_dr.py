@@ -68,7 +68,9 @@ class DataServers:
     secrets: dict[str, str]
 
     @classmethod
-    def start(cls, prefix: str) -> DataServers:
+    def start(cls, prefix: str, clusters: dict[str, Any] | None = None) -> DataServers:
+        """clusters: {"namespace": ..., "state_namespace": ...} adds the local default's two clusters
+        (as existing clusters) with the local inventory's platform values: the two regions whole."""
         # Not pytest's tmp_path (0700 under /tmp/pytest-of-root): the postgres and redis users
         # must be able to enter the directory.
         root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -95,13 +97,17 @@ class DataServers:
                                  "redis_replica_of": "redis-primary", "sapphire_region": "dr"},
                 }},
             },
+            # No cluster here: the platform state lives in the controller's file (said explicitly).
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                      "postgres_mode": "host", "redis_mode": "host", "sapphire_local_dir": str(local_dir),
-                     "sapphire_environment": "test", **secrets},
+                     "sapphire_environment": "test", "sapphire_state_store": "file", **secrets},
         }}
-        path = root / "hosts.yml"
-        path.write_text(yaml.safe_dump(inventory))
-        path.chmod(0o600)
+        if clusters:
+            path = with_clusters(root, inventory, clusters)
+        else:
+            path = root / "hosts.yml"
+            path.write_text(yaml.safe_dump(inventory))
+            path.chmod(0o600)
         servers = cls(root=root, inventory=path, local_dir=local_dir, ports=ports, secrets=secrets)
         for converge in ("molecule/postgres/converge.yml", "molecule/redis/converge.yml"):
             result = servers.run(converge)
@@ -146,6 +152,38 @@ class DataServers:
             while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
                 time.sleep(0.2)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+LOCAL_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "local"
+
+
+def with_clusters(root: Path, inventory: dict[str, Any], clusters: dict[str, Any]) -> Path:
+    """An inventory directory: the data hosts above, the local default's two clusters (existing: they
+    run already) and the local inventory's group_vars, with this test's secrets, directories, namespace
+    and state namespace. The state lives in the clusters (sapphire_state_store: clusters)."""
+    directory = root / "inventory"
+    (directory / "group_vars" / "all").mkdir(parents=True)
+    variables = inventory["all"]["vars"]
+    variables.pop("sapphire_state_store")
+    variables.update({"sapphire_namespace": clusters["namespace"], "workload_enabled": False,
+                      "sapphire_state_namespace": clusters["state_namespace"], "monitoring_mode": "kubernetes"})
+    for name in ("main.yml", "agent_tiers.yml"):
+        values = yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "all" / name).read_text())
+        values.update({key: value for key, value in variables.items() if key in values or name == "main.yml"})
+        (directory / "group_vars" / "all" / name).write_text(yaml.safe_dump(values))
+    (directory / "group_vars" / "all" / "vault.yml").symlink_to(LOCAL_INVENTORY / "group_vars" / "all" / "vault.yml")
+    for name in ("primary.yml", "dr.yml"):
+        shutil.copy(LOCAL_INVENTORY / "group_vars" / name, directory / "group_vars" / name)
+    cluster_vars = yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "clusters.yml").read_text())
+    local_dir = LOCAL_INVENTORY.parents[1] / ".local"
+    cluster_vars.update({"cluster_provider": "existing",
+                         "k8s_kubeconfig": str(local_dir / "clusters" / "{{ inventory_hostname }}" / "kubeconfig")})
+    (directory / "group_vars" / "clusters.yml").write_text(yaml.safe_dump(cluster_vars))
+    inventory["all"]["children"]["clusters"] = {"children": {"primary": {"hosts": {"local-primary": {}}},
+                                                             "dr": {"hosts": {"local-dr": {}}}}}
+    path = directory / "hosts.yml"
+    path.write_text(yaml.safe_dump({"all": {"children": inventory["all"]["children"]}}))
+    return directory
 
 
 def insert_trade(conn: psycopg.Connection, order_id: str) -> None:
@@ -262,11 +300,11 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     assert halt["actor"] == "dr-failover"
 
     state = servers.state()
-    assert state["dr_active_region"] == "dr"
-    assert state["dr_host_overrides"]["pg-dr"]["postgres_replication_role"] == "primary"
-    assert state["dr_host_overrides"]["redis-primary"] == {"redis_replication_role": "replica",
-                                                           "redis_replica_of": "redis-dr"}
-    last = state["dr_history"][-1]
+    assert state["live_region"] == "dr" and state["epoch"] == 1
+    assert state["host_overrides"]["pg-dr"]["postgres_replication_role"] == "primary"
+    assert state["host_overrides"]["redis-primary"] == {"redis_replication_role": "replica",
+                                                        "redis_replica_of": "redis-dr"}
+    last = state["history"][-1]
     assert last["operation"] == "failover" and last["to"] == "dr" and not last["forced"]
     print(f"\nmeasured RTO of the test failover: {last['rto_seconds']} s (target {last['rto_target_seconds']} s)")
     assert isinstance(last["rto_seconds"], float)
@@ -276,7 +314,7 @@ def test_failover_second_run_changes_nothing(servers: DataServers) -> None:
     result = servers.run("dr-failover.yml", extra_vars=CONFIRM)
     assert result.rc == 0, result.explain()
     assert result.changed == 0, result.changed_tasks()
-    assert servers.state()["dr_active_region"] == "dr"
+    assert servers.state()["live_region"] == "dr" and servers.state()["epoch"] == 1
 
 
 def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: DataServers,
@@ -300,8 +338,8 @@ def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: Data
     assert replica["role"] == "slave" and replica["master_port"] == servers.ports["redis-primary"]
     # The state file describes the home layout; nothing was deleted, data directories moved aside.
     state = servers.state()
-    assert state["dr_active_region"] == "primary" and state["dr_host_overrides"] == {}
-    assert [entry["operation"] for entry in state["dr_history"]] == ["failover", "failback"]
+    assert state["live_region"] == "primary" and state["host_overrides"] == {} and state["epoch"] == 2
+    assert [entry["operation"] for entry in state["history"]] == ["failover", "failback"]
     for host in ("pg-primary", "pg-dr"):
         kept = list(servers.pg_dir(host).glob("data.demoted-*"))
         assert kept and (kept[0] / "PG_VERSION").exists(), f"{host}: old data directory not kept"

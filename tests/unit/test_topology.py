@@ -7,6 +7,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+from ansible.errors import AnsibleFilterError
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("sapphire_topology_filters",
                                                REPO_ROOT / "filter_plugins" / "topology.py")
@@ -69,3 +72,40 @@ def test_halt_targets_the_live_primary_first_then_every_other_redis() -> None:
 def test_services_outside_host_mode_have_no_servers() -> None:
     topo = topology(postgres_mode="kubernetes")
     assert topo["postgres"]["primary"] is None and topo["postgres"]["servers"] == []
+
+
+READ_OK = {"reachable": 2, "state": {"epoch": 3, "live_region": "dr", "host_overrides": {"a": {}}}, "clusters": []}
+READ_NONE = {"reachable": 0, "clusters": [{"name": "local-primary", "error": "connection refused"}]}
+CACHE = {"epoch": 2, "live_region": "dr", "host_overrides": {}, "updated": "2026-12-01T00:00:00Z"}
+
+
+def source(read: Any, cached: Any = None, store: str = "clusters", writes: bool = True,
+           from_cache: bool = False) -> dict[str, Any]:
+    return topo_mod.state_source(read, cached, store, writes, from_cache, "/c/state.yml")
+
+
+def test_the_clusters_decide_when_one_answers() -> None:
+    decided = source(READ_OK, CACHE)
+    assert decided["source"] == "clusters" and decided["state"]["epoch"] == 3 and not decided["refuse"]
+
+
+def test_no_cluster_a_writer_refuses_naming_the_way_out_and_never_uses_the_home_layout() -> None:
+    decided = source(READ_NONE, CACHE)
+    assert "sapphire_state_from_cache=true" in decided["refuse"] and "connection refused" in decided["refuse"]
+    assert "epoch 2, live region dr" in decided["refuse"]
+    assert "Nothing was written" in decided["refuse"]
+    assert "the cache file does not exist" in source(READ_NONE, None)["refuse"]
+
+
+def test_no_cluster_the_cache_when_asked_or_for_a_read_only_run() -> None:
+    asked = source(READ_NONE, CACHE, from_cache=True)
+    assert not asked["refuse"] and asked["state"]["live_region"] == "dr" and "cached state" in asked["warning"]
+    reader = source(READ_NONE, CACHE, writes=False)
+    assert not reader["refuse"] and reader["state"]["epoch"] == 2 and reader["warning"]
+
+
+def test_a_file_store_is_explicit_and_old_cache_keys_are_read() -> None:
+    decided = source({}, {"dr_active_region": "dr", "dr_host_overrides": {"x": {"a": 1}}}, store="file")
+    assert decided["state"]["live_region"] == "dr" and decided["state"]["host_overrides"] == {"x": {"a": 1}}
+    with pytest.raises(AnsibleFilterError, match="sapphire_state_store"):
+        source({}, None, store="somewhere")
