@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,18 @@ def wait_for(predicate: Any, timeout: float = 30.0, what: str = "condition", int
             last = exc
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what} (last error: {last})")
+
+
+def yaml_strings(data: Any, key: str | None = None) -> Iterator[tuple[str | None, str]]:
+    """Every string of loaded YAML with the key it stands under (list items under their list's key)."""
+    if isinstance(data, dict):
+        for sub_key, value in data.items():
+            yield from yaml_strings(value, str(sub_key))
+    elif isinstance(data, list):
+        for value in data:
+            yield from yaml_strings(value, key)
+    elif isinstance(data, str):
+        yield key, data
 
 
 def postgres_admin(instance_dir: Path, port: int, dbname: str = "sapphire") -> Any:

@@ -23,6 +23,7 @@ import pytest
 import yaml
 from jinja2 import nodes
 from jinja2.nativetypes import NativeEnvironment
+from sapphire_testlib import yaml_strings
 
 # Ansible's regexes in the playbooks ('\\.') make Jinja's lexer warn while parsing them; harmless here.
 pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
@@ -146,19 +147,6 @@ def names_in_template(source: str) -> set[str]:
     return loaded - stored
 
 
-def strings(data: Any, key: str | None = None) -> Iterator[tuple[str | None, str]]:
-    if isinstance(data, dict):
-        for sub_key, value in data.items():
-            yield from strings(value, str(sub_key))
-    elif isinstance(data, list):
-        for value in data:
-            yield from strings(value, key)
-    elif isinstance(data, str):
-        yield key, data
-    elif isinstance(data, bool):
-        return
-
-
 def variables_read(reach: Reach) -> set[str]:
     read: set[str] = set()
     for path in reach.files:
@@ -168,7 +156,7 @@ def variables_read(reach: Reach) -> set[str]:
             except jinja2.TemplateSyntaxError:
                 pass  # not a Jinja template (a file the role copies as it is, e.g. Prometheus' {{ $value }})
             continue
-        for key, text in strings(load(path)):
+        for key, text in yaml_strings(load(path)):
             if key in CONDITIONAL_KEYS:
                 read |= names_in_template("{{ " + text + " }}")
             elif "{{" in text or "{%" in text:

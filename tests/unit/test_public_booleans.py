@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from sapphire_testlib import yaml_strings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("sapphire_input_filters", REPO_ROOT / "filter_plugins" / "inputs.py")
@@ -48,17 +49,11 @@ def spec_booleans() -> set[str]:
 PUBLIC_BOOLEANS = sorted(spec_booleans() | PLAYBOOK_BOOLEANS)
 
 
-def expressions_in_yaml(node: Any, key: str = "") -> Iterator[str]:
-    if isinstance(node, dict):
-        for child_key, value in node.items():
-            yield from expressions_in_yaml(value, str(child_key))
-    elif isinstance(node, list):
-        for item in node:
-            yield from expressions_in_yaml(item, key)
-    elif isinstance(node, str):
+def expressions_in_yaml(node: Any) -> Iterator[str]:
+    for key, text in yaml_strings(node):
         if key in EXPRESSION_KEYS:
-            yield node
-        yield from (a or b for a, b in JINJA.findall(node))
+            yield text
+        yield from (a or b for a, b in JINJA.findall(text))
 
 
 def expressions() -> Iterator[tuple[str, str]]:
