@@ -64,6 +64,7 @@ def run(local_clusters: Any, namespace: str) -> dict[str, Any]:
             "quota_warn_percent": 80.0,
             "quota_fail_percent": 90.0,
             "request_timeout": 10.0,
+            "unschedulable_after": 30.0,
         }
     )
 

@@ -194,7 +194,8 @@ def test_prometheus_scrapes_itself_and_the_coordinator(deployment: Deployment) -
         targets = get_json(deployment.prometheus + "/api/v1/targets")["data"]["activeTargets"]
         return {target["labels"]["job"] for target in targets if target["health"] == "up"}
 
-    jobs = wait_for(lambda: {"prometheus", "trading-coordinator"} <= healthy_jobs() and healthy_jobs())
+    # Each target turns "up" at its first scrape; wait for all three rather than assert on whichever came first.
+    jobs = wait_for(lambda: {"prometheus", "alertmanager", "trading-coordinator"} <= healthy_jobs() and healthy_jobs())
     assert jobs and {"prometheus", "alertmanager", "trading-coordinator"} <= jobs, f"healthy jobs: {jobs}"
     query = deployment.prometheus + "/api/v1/query?query=sapphire_agent_last_heartbeat_timestamp_seconds"
     series = get_json(query)["data"]["result"]

@@ -8,6 +8,7 @@ playbooks run it: one task on localhost through ansible-playbook.
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 import uuid
@@ -239,6 +240,8 @@ def test_a_playbook_holds_the_lock_until_it_ends_with_watch_pid_zero(state: Stat
     assert result.rc == 0, result.explain()
     taken = result.task_results("take")["localhost"]
     assert taken["watched_pid"] and taken["renewer_pid"]
-    assert result.task_results("other run")["localhost"]["held"]["holder"] == A_ID  # still held mid-playbook
+    held = result.task_results("other run")["localhost"]["held"]["holder"]
+    # Still held mid-playbook, by A in this run (watch_pid 0 adds run=<controller>:<ansible-playbook pid>).
+    assert held == f"{A_ID} run={socket.gethostname()}:{taken['watched_pid']}", held
     wait_for(lambda: all(state.holder(cluster) is None for cluster in CLUSTERS), 30,
              "the renewer to release the leases after ansible-playbook ended", interval=1)
