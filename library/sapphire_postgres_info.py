@@ -29,6 +29,13 @@ options:
     type: str
     choices: [any, primary, standby]
     default: any
+  fenced:
+    description:
+      - The server was fenced by a DR switch (stopped read-only with standby.signal; C(postgres_fenced) in the
+        platform state). Not answering is then the expected state and reported C(ok) as fenced; answering as a
+        standby is fine; answering as a primary fails (a second writable primary).
+    type: bool
+    default: false
   min_standbys:
     description: On a primary, the number of streaming standbys below which the check fails.
     type: int
@@ -130,6 +137,16 @@ role:
   description: primary or standby.
   returned: when the server was reachable
   type: str
+position:
+  description:
+    - Where this server is in the WAL stream, for a DR switch to measure the lag and the loss in bytes. C(lsn) is
+      the current write position on a primary and the replayed position on a standby; C(receive_lsn),
+      C(replay_lsn), C(replay_delay_seconds), C(last_contact_seconds) (since the last message from the
+      primary) and C(paused) (WAL replay paused) are set on a standby only.
+  returned: when the server was reachable
+  type: dict
+  sample: {lsn: 0/3000148, receive_lsn: 0/3000148, replay_lsn: 0/3000148, replay_delay_seconds: 0.0,
+           last_contact_seconds: 0.4}
 """
 
 import re
@@ -178,6 +195,14 @@ SELECT pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn())::big
        (SELECT status FROM pg_stat_wal_receiver LIMIT 1),
        (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver LIMIT 1)
 """
+Q_POSITION = """
+SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text,
+       pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text,
+       CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
+            ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8,
+       extract(epoch FROM now() - (SELECT last_msg_receipt_time FROM pg_stat_wal_receiver LIMIT 1))::float8,
+       pg_is_in_recovery() AND pg_is_wal_replay_paused()
+"""
 Q_TABLES = """
 SELECT c.relname, c.relkind::text, pg_get_partkeydef(c.oid),
        (SELECT count(*) FROM pg_inherits i WHERE i.inhparent = c.oid)::int
@@ -222,6 +247,10 @@ def gather(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
              "lag_bytes": row[4], "lag_seconds": row[5]}
             for row in conn.execute(Q_PRIMARY_REPLICATION).fetchall()
         ]
+    lsn, receive, replay, delay, contact, paused = conn.execute(Q_POSITION).fetchone()
+    facts["position"] = {"lsn": lsn} if not in_recovery else {
+        "lsn": lsn, "receive_lsn": receive, "replay_lsn": replay, "replay_delay_seconds": delay,
+        "last_contact_seconds": contact, "paused": bool(paused)}
     tables = params["tables"]
     facts["tables"] = {
         row[0]: {"relkind": row[1], "partkey": row[2], "partitions": row[3]}
@@ -390,7 +419,8 @@ def check_long_transactions(facts: dict[str, Any], params: dict[str, Any]) -> di
 
 def evaluate(facts: dict[str, Any], params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     replication, standbys = check_replication(facts, params)
-    checks = [check_role(facts, params["expected_role"]), replication]
+    expected = "standby" if params.get("fenced") else params["expected_role"]
+    checks = [check_role(facts, expected), replication]
     checks += check_tables(facts, params)
     checks += [check_connections(facts, params), check_archiving(facts, params), check_long_transactions(facts, params)]
     return checks, standbys
@@ -401,9 +431,15 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
     try:
         conn = connect(params)
     except Exception as exc:  # an unreachable server is a finding
-        result["checks"].append(fail("postgres_reachable", describe_postgres_error(exc, params), False, True))
         names = ["postgres_role", "postgres_replication"] + [f"postgres_table:{t}" for t in params["tables"]] + \
             ["postgres_connections", "postgres_wal_archiving", "postgres_long_transactions"]
+        if params.get("fenced"):
+            result["checks"].append(ok("postgres_fenced", f"{postgres_endpoint(params)}: fenced by a DR switch, "
+                                       "stopped read-only (standby.signal); dr-failback re-seeds it", "stopped",
+                                       "not a primary"))
+            result["checks"].extend(skip_all(names, "fenced by a DR switch"))
+            return finish(result)
+        result["checks"].append(fail("postgres_reachable", describe_postgres_error(exc, params), False, True))
         result["checks"].extend(skip_all(names, "PostgreSQL is unreachable"))
         return finish(result)
     try:
@@ -419,6 +455,7 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
     result["checks"].extend(checks)
     result["standbys"] = standbys
     result["role"] = "standby" if facts["in_recovery"] else "primary"
+    result["position"] = facts.get("position", {})
     return finish(result)
 
 
@@ -428,6 +465,7 @@ def main() -> None:
             POSTGRES_ARGUMENT_SPEC, TIMEOUT_ARGUMENT_SPEC,
             expected_role={"type": "str", "choices": ["any", "primary", "standby"], "default": "any"},
             min_standbys={"type": "int", "default": 0},
+            fenced={"type": "bool", "default": False},
             max_replication_lag_bytes={"type": "int", "default": 16777216},
             max_replication_lag_seconds={"type": "float", "default": 30.0},
             tables={"type": "list", "elements": "str", "default": list(DEFAULT_TABLES)},

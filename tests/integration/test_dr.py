@@ -20,7 +20,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -206,6 +208,53 @@ def in_recovery(servers: DataServers, host: str) -> bool:
         return bool(conn.execute("SELECT pg_is_in_recovery()").fetchone()[0])
 
 
+class WriteLoad:
+    """Writes to the primaries of the home region as fast as they take them (autocommit trades, Redis SETs) until
+    each refuses, and keeps what each acknowledged: what a failover must not lose."""
+
+    def __init__(self, servers: DataServers) -> None:
+        self.servers = servers
+        self.acked: dict[str, list[str]] = {"postgres": [], "redis": []}
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._postgres, daemon=True),
+                        threading.Thread(target=self._redis, daemon=True)]
+
+    def __enter__(self) -> WriteLoad:
+        for thread in self.threads:
+            thread.start()
+        wait_for(lambda: all(len(acked) > 20 for acked in self.acked.values()), what="the write load")
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def _postgres(self) -> None:
+        try:
+            with self.servers.app("pg-primary") as conn:
+                conn.autocommit = True
+                while not self.stopping.is_set():
+                    order_id = f"load-{uuid.uuid4().hex[:16]}"
+                    insert_trade(conn, order_id)
+                    self.acked["postgres"].append(order_id)  # the commit returned: acknowledged
+                    time.sleep(0.01)
+        except psycopg.Error:
+            return  # the fence stopped the old primary: nothing more is acknowledged
+
+    def _redis(self) -> None:
+        client = redis.Redis(host="127.0.0.1", port=self.servers.ports["redis-primary"],
+                             password=self.servers.secrets["redis_password"], socket_timeout=600)
+        try:
+            while not self.stopping.is_set():
+                key = f"sapphire:dr-load:{uuid.uuid4().hex[:16]}"
+                client.set(key, "1")
+                self.acked["redis"].append(key)
+                time.sleep(0.01)
+        except redis.RedisError:
+            return  # paused by the fence, then a replica (READONLY) or restarted: nothing more is acknowledged
+
+
 @pytest.fixture(scope="module")
 def servers() -> Iterator[DataServers]:
     env = DataServers.start("sapphire-dr-")
@@ -266,6 +315,37 @@ def test_failover_refused_when_the_standby_lags_more_than_the_rpo(servers: DataS
             conn.execute("SELECT pg_wal_replay_resume()")
 
 
+def pg_ctl(servers: DataServers, host: str, action: str) -> None:
+    """Stop or start a server of the DataServers by hand, as an outage would (the role's configuration file)."""
+    config = f"-c config_file={servers.pg_dir(host) / 'conf' / 'postgresql.conf'}"
+    subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(servers.pg_dir(host) / "data"),
+                    "-l", str(servers.pg_dir(host) / "pg_ctl.log"), "-o", config, "-m", "fast", "-w", "-t", "60",
+                    action], check=True, capture_output=True, timeout=90)
+
+
+def test_failover_refused_when_the_old_primary_cannot_be_reached_and_the_region_is_not_declared_lost(
+        servers: DataServers) -> None:
+    pg_ctl(servers, "pg-primary", "stop")
+    try:
+        result = servers.run("dr-failover.yml", extra_vars=CONFIRM)
+        assert result.rc != 0, "promoted although the old primary could be neither fenced nor measured"
+        messages = " ".join("\n".join(result.failure_messages()).split())
+        assert "PostgreSQL pg-primary" in messages and "dr_old_region_lost=true" in messages, messages
+        assert result.changed == 0, result.changed_tasks()
+        assert servers.state() == {}
+        assert in_recovery(servers, "pg-dr")
+        assert servers.redis("redis-primary").get("sapphire:halt") is None
+    finally:
+        pg_ctl(servers, "pg-primary", "start")
+    wait_for(lambda: stream_status(servers, "pg-dr") == "streaming", what="pg-dr streaming again")
+
+
+def stream_status(servers: DataServers, host: str) -> str:
+    with servers.admin(host, "postgres") as conn:
+        row = conn.execute("SELECT status FROM pg_stat_wal_receiver").fetchone()
+    return row[0] if row else ""
+
+
 def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: DataServers,
                                                                       marks: dict[str, str]) -> None:
     with servers.app("pg-primary") as conn:
@@ -273,8 +353,11 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     servers.redis("redis-primary").hset(f"sapphire:agent:{marks['before']}:heartbeat", mapping={"ts": time.time()})
     wait_for(lambda: has_trade(servers, "pg-dr", marks["before"]), what="the row on the standby")
 
-    # -vvv, plain output: also proves no secret reaches the operator's terminal.
-    result = servers.run("dr-failover.yml", extra_vars=CONFIRM, verbosity=3, json_output=False)
+    # Under a write load against the home region's primaries; -vvv, plain output: also proves no secret
+    # reaches the operator's terminal.
+    with WriteLoad(servers) as load:
+        result = servers.run("dr-failover.yml", extra_vars={**CONFIRM, "dr_reason": "planned drill"}, verbosity=3,
+                             json_output=False)
     output = result.stdout + result.stderr
     assert result.rc == 0, output[-6000:]
     for name, secret in servers.secrets.items():
@@ -283,6 +366,26 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     # PostgreSQL: the standby is a primary, has the row, accepts writes; the old primary is fenced.
     assert not in_recovery(servers, "pg-dr")
     assert has_trade(servers, "pg-dr", marks["before"])
+    # Planned: not one acknowledged write lost, in either datastore.
+    with servers.admin("pg-dr") as conn:
+        found = {row[0] for row in conn.execute("SELECT order_id FROM trades WHERE order_id = ANY(%s)",
+                                                (load.acked["postgres"],))}
+    missing = [order_id for order_id in load.acked["postgres"] if order_id not in found]
+    print(f"\nwrite load: {len(load.acked['postgres'])} PostgreSQL commits and {len(load.acked['redis'])} Redis SETs "
+          f"acknowledged by the old primaries")
+    assert missing == [], f"{len(missing)} acknowledged commits lost: {missing[:5]}"
+    new_redis = servers.redis("redis-dr")
+    lost_keys = [key for key in load.acked["redis"] if not new_redis.exists(key)]
+    assert lost_keys == [], f"{len(lost_keys)} acknowledged Redis writes lost: {lost_keys[:5]}"
+    # Exactly one writable primary per datastore: the old Redis follows the new one, the old PostgreSQL is stopped.
+    old_redis = servers.redis("redis-primary").info("replication")
+    assert old_redis["role"] == "slave" and old_redis["master_port"] == servers.ports["redis-dr"], old_redis
+    with pytest.raises(redis.ReadOnlyError):
+        servers.redis("redis-primary").set("sapphire:dr-test:split-brain", "1")
+    # The new epoch is in both datastores (the workload's fence contract).
+    assert new_redis.get("sapphire:epoch") == "1"
+    with servers.admin("pg-dr") as conn:
+        assert conn.execute("SELECT epoch, region, operation FROM sapphire_epoch").fetchone() == (1, "dr", "failover")
     with servers.app("pg-dr") as conn:
         insert_trade(conn, marks["during"])
     assert not (servers.pg_dir("pg-primary") / "data" / "postmaster.pid").exists(), "old primary still runs"
@@ -296,8 +399,8 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     new_redis.set("sapphire:dr-test:during", marks["during"])
     conf = (servers.local_dir / "redis" / "redis-dr" / "redis.conf").read_text()
     assert not re.search(r"^replicaof ", conf, re.MULTILINE), "the promotion would not survive a restart"
-    halt = json.loads(servers.redis("redis-primary").get("sapphire:halt"))
-    assert halt["actor"] == "dr-failover"
+    halt = json.loads(servers.redis("redis-primary").get("sapphire:halt") or "{}")  # by replication: none
+    assert halt.get("actor") != "dr-failback"
 
     state = servers.state()
     assert state["live_region"] == "dr" and state["epoch"] == 1
@@ -305,9 +408,48 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     assert state["host_overrides"]["redis-primary"] == {"redis_replication_role": "replica",
                                                         "redis_replica_of": "redis-dr"}
     last = state["history"][-1]
-    assert last["operation"] == "failover" and last["to"] == "dr" and not last["forced"]
-    print(f"\nmeasured RTO of the test failover: {last['rto_seconds']} s (target {last['rto_target_seconds']} s)")
-    assert isinstance(last["rto_seconds"], float)
+    assert last["operation"] == "failover" and last["to"] == "dr" and not last["forced"] and last["epoch"] == 1
+    assert last["fence_verified"] and last["reason"] == "planned drill"
+    # The drill report: every step timed, the loss measured (planned: 0 bytes), the RTO from fence to validated.
+    report = json.loads(Path(last["report"]).read_text())
+    assert [step["step"] for step in report["steps"]] == ["fence", "promote", "switch", "validate"]
+    assert report["rpo"] == "met: 0 bytes lost (measured)", report["loss"]
+    assert report["loss"]["postgres"]["measured"] and report["loss"]["redis"]["measured"]
+    assert report["rto"].startswith("met") and report["rto_seconds"] > 0
+    assert Path(last["report"]).with_suffix(".md").read_text().startswith("# DR failover")
+    print(f"measured RTO of the test failover: {report['rto_seconds']} s; loss {report['loss']}")
+
+
+def test_validate_is_green_after_the_failover_and_reports_the_fenced_server_as_fenced(servers: DataServers) -> None:
+    result = servers.run("validate.yml", extra_vars={"validate_components": ["redis", "postgres"]})
+    assert result.rc == 0, result.explain()
+    report = json.loads((servers.local_dir / "reports" / "validate.json").read_text())
+    checks = {(item["host"], check["name"]): check["status"] for item in report["reports"]
+              for check in item.get("checks", [])}
+    assert checks[("pg-primary", "postgres_fenced")] == "ok", checks
+    assert checks[("redis-primary", "redis_role")] == "ok", checks  # a replica of the new primary, as the state says
+
+
+def test_a_writer_given_a_newer_epoch_refuses_the_stores(servers: DataServers) -> None:
+    """The workload's epoch fence against the real promoted stores (epoch 1): given epoch 2 it writes nothing."""
+    agents = servers.root / "agents.json"
+    agents.write_text(json.dumps([{"name": "momentum", "tier": "standard", "replicas": 1}]))
+    with servers.admin("pg-dr") as conn:
+        before = conn.execute("SELECT count(*) FROM trades").fetchone()[0]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "workload"),
+           "SAPPHIRE_REDIS_PASSWORD": servers.secrets["redis_password"],
+           "SAPPHIRE_POSTGRES_DSN": f"host=127.0.0.1 port={servers.ports['pg-dr']} dbname=sapphire user=sapphire "
+                                    f"password={servers.secrets['postgres_password']}"}
+    command = [sys.executable, "-m", "sapphire_workload", f"--agents={agents}", "--once",
+               f"--redis-url=redis://127.0.0.1:{servers.ports['redis-dr']}/0"]
+    refused = subprocess.run([*command, "--epoch=2"], env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "older than this writer's epoch 2" in refused.stdout + refused.stderr
+    with servers.admin("pg-dr") as conn:
+        assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] == before
+    written = subprocess.run([*command, "--epoch=1"], env=env, capture_output=True, text=True, timeout=60)
+    assert written.returncode == 0, written.stdout + written.stderr
+    with servers.admin("pg-dr") as conn:
+        assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] > before
 
 
 def test_failover_second_run_changes_nothing(servers: DataServers) -> None:

@@ -219,3 +219,22 @@ def test_unreachable_server_is_data() -> None:
     assert result["checks"][0]["status"] == "fail"
     assert "is PostgreSQL running" in result["checks"][0]["msg"]
     assert all(c["status"] == "skipped" for c in result["checks"][1:])
+
+
+def test_a_fenced_server_that_is_stopped_is_reported_fenced_not_failed() -> None:
+    def refuse(_p: dict[str, Any]) -> Any:
+        raise psycopg.OperationalError("connection refused")
+
+    result = mod.collect(params(fenced=True), refuse)
+    assert result["healthy"] is True
+    assert result["checks"][0]["name"] == "postgres_fenced" and result["checks"][0]["status"] == "ok"
+    assert mod.collect(params(fenced=False), refuse)["healthy"] is False
+
+
+def test_a_fenced_server_that_answers_as_a_primary_fails() -> None:
+    checks, _ = mod.evaluate(facts(), params(expected_role="primary", fenced=True))
+    assert statuses(checks)["postgres_role"] == "fail"
+    checks, _ = mod.evaluate(facts(in_recovery=True, standby={"lag_bytes": 0, "lag_seconds": 0.0,
+                                                                "receiver": "streaming", "sender": "h:1"}),
+                             params(expected_role="primary", fenced=True))
+    assert statuses(checks)["postgres_role"] == "ok"

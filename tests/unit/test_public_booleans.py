@@ -29,8 +29,8 @@ sys.modules["sapphire_input_filters"] = inputs
 _spec.loader.exec_module(inputs)
 
 # The playbooks' own switches (they belong to no role yet, so no argument spec lists them).
-PLAYBOOK_BOOLEANS = {"cleanup_dry_run", "cleanup_include_data", "backup_prune", "restore_keep_scratch", "dr_force",
-                     "dr_fence_stop_postgres", "auto_halt_on_loss", "resume_validate", "rollback_validate",
+PLAYBOOK_BOOLEANS = {"cleanup_dry_run", "cleanup_include_data", "backup_prune", "restore_keep_scratch",
+                     "auto_halt_on_loss", "resume_validate", "rollback_validate",
                      "workload_enabled"}
 EXPRESSION_KEYS = {"when", "that", "changed_when", "failed_when", "until"}
 JINJA = re.compile(r"{{(.*?)}}|{%-?(.*?)-?%}", re.S)

@@ -1,14 +1,31 @@
-"""The synthetic workload's pure parts: agent loading, bounded P&L, metrics exposition."""
+"""The synthetic workload: agent loading, bounded P&L, metrics exposition, and the epoch fence
+(a store holding an older epoch than the workload's takes no writes)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from ansible.module_utils.sapphire_connections import parse_prometheus_text
-from sapphire_workload.cli import parse_args
+from sapphire_workload.cli import Workload, parse_args
 from sapphire_workload.metrics import Registry
-from sapphire_workload.writer import MAX_TRADE_PNL, PNL_BAND, load_agents, next_pnl
+from sapphire_workload.writer import (
+    MAX_TRADE_PNL,
+    PNL_BAND,
+    STALE_EPOCH_REFUSALS,
+    Agent,
+    StaleEpoch,
+    WriterState,
+    load_agents,
+    next_pnl,
+    write_round,
+)
 
 
 def test_agents_load_from_the_trading_agents_shape() -> None:
@@ -55,3 +72,246 @@ def test_cli_rejects_a_password_in_argv_and_bad_numbers(argv: list[str]) -> None
     with pytest.raises(SystemExit) as exc:
         parse_args(argv)
     assert exc.value.code == 2
+
+
+class FakePipeline:
+    def __init__(self, redis: FakeRedis) -> None:
+        self.redis = redis
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+    def execute(self) -> list[Any]:
+        return [getattr(self.redis, name)(*args, **kwargs) for name, args, kwargs in self.calls]
+
+
+class FakeRedis:
+    """The commands write_round sends; every write is recorded in `writes`."""
+
+    def __init__(self, epoch: str | None = None) -> None:
+        self.strings: dict[str, str] = {} if epoch is None else {"sapphire:epoch": epoch}
+        self.hashes: dict[str, dict[str, str]] = {}
+        self.writes: list[str] = []
+
+    def pipeline(self, transaction: bool = True) -> FakePipeline:
+        return FakePipeline(self)
+
+    def get(self, key: str) -> str | None:
+        return self.strings.get(key)
+
+    def hget(self, key: str, field: str) -> str | None:
+        return self.hashes.get(key, {}).get(field)
+
+    def hgetall(self, key: str) -> dict[str, str]:
+        return dict(self.hashes.get(key, {}))
+
+    def hset(self, key: str, field: str | None = None, value: str | None = None,
+             mapping: dict[str, str] | None = None) -> None:
+        self.writes.append(key)
+        self.hashes.setdefault(key, {}).update(mapping or {field: value})
+
+    def hsetnx(self, key: str, field: str, value: str) -> None:
+        self.writes.append(key)
+        self.hashes.setdefault(key, {}).setdefault(field, value)
+
+    def hincrbyfloat(self, key: str, field: str, amount: float) -> float:
+        self.writes.append(key)
+        value = float(self.hashes.setdefault(key, {}).get(field, 0)) + amount
+        self.hashes[key][field] = str(value)
+        return value
+
+    def scan_iter(self, match: str, count: int) -> Iterator[str]:
+        return iter([key for key in self.hashes if key.startswith(match.rstrip("*"))])
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class FakePostgres:
+    """A connection with table sapphire_epoch (or none) holding `epoch` (or no row).
+
+    locked_epoch is what SELECT ... FOR SHARE reads, i.e. the epoch after a concurrent change.
+    Inserts are kept in `committed` only when their transaction commits.
+    """
+
+    def __init__(self, epoch: int | None = None, table: bool = True, locked_epoch: int | None = None) -> None:
+        self.epoch, self.table = epoch, table
+        self.locked_epoch = epoch if locked_epoch is None else locked_epoch
+        self.statements: list[str] = []
+        self.inserts: list[str] = []
+        self.committed: list[str] = []
+        self.rolled_back = False
+        self._row: tuple[Any, ...] | None = None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.inserts = []
+        try:
+            yield
+        except BaseException:
+            self.rolled_back = True
+            raise
+        self.committed += self.inserts
+
+    @contextlib.contextmanager
+    def cursor(self) -> Iterator[FakePostgres]:
+        yield self
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self.statements.append(sql)
+        if sql == "SELECT to_regclass('sapphire_epoch') IS NOT NULL":
+            self._row = (self.table,)
+        elif sql.startswith("SELECT epoch FROM sapphire_epoch"):
+            if not self.table:
+                raise RuntimeError('relation "sapphire_epoch" does not exist')  # psycopg's UndefinedTable
+            epoch = self.locked_epoch if sql.endswith("FOR SHARE") else self.epoch
+            self._row = None if epoch is None else (epoch,)
+        else:
+            raise AssertionError(f"unexpected statement {sql!r}")
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._row
+
+    def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        self.inserts.append(sql.split()[2])
+
+
+AGENTS = [Agent(name="momentum", strategy="momentum", tier="standard", replicas=1)]
+
+
+def run_round(redis: FakeRedis, pg: FakePostgres | None, epoch: int,
+              state: WriterState | None = None, metrics: Registry | None = None) -> None:
+    write_round(redis, pg, AGENTS, ["BTC/USDT"], "r1", random.SystemRandom(), state or WriterState(),
+                metrics or Registry(), now=1_700_000_000.0, epoch=epoch)
+
+
+def test_a_stale_redis_epoch_refuses_the_round_before_anything_is_written() -> None:
+    redis, pg, state, metrics = FakeRedis(epoch="2"), FakePostgres(epoch=3), WriterState(), Registry()
+    with pytest.raises(StaleEpoch, match=r"redis epoch 2 is older than this writer's epoch 3: refusing to write"):
+        run_round(redis, pg, 3, state, metrics)
+    assert redis.writes == [] and redis.hashes == {}
+    assert pg.inserts == [] and pg.committed == []
+    assert state.fenced and state.last_error is not None and "redis epoch 2" in state.last_error
+    assert metrics.get(STALE_EPOCH_REFUSALS) == 1
+
+
+def test_a_stale_postgres_epoch_refuses_the_round_before_anything_is_written() -> None:
+    redis, pg = FakeRedis(epoch="3"), FakePostgres(epoch=2)
+    with pytest.raises(StaleEpoch, match=r"postgresql epoch 2 is older than this writer's epoch 3"):
+        run_round(redis, pg, 3)
+    assert redis.writes == [] and redis.hashes == {}
+    assert pg.inserts == [] and pg.committed == []
+
+
+def test_a_stale_epoch_seen_under_the_row_lock_rolls_the_postgres_write_back() -> None:
+    # the check before the round saw epoch 3; inside the write transaction the row says 2
+    pg = FakePostgres(epoch=3, locked_epoch=2)
+    with pytest.raises(StaleEpoch, match="postgresql epoch 2"):
+        run_round(FakeRedis(epoch="3"), pg, 3)
+    assert "SELECT epoch FROM sapphire_epoch FOR SHARE" in pg.statements
+    assert pg.rolled_back and pg.committed == []
+
+
+@pytest.mark.parametrize(("redis_epoch", "pg_epoch", "epoch"), [
+    ("3", 3, 3),  # equal
+    ("4", 5, 3),  # newer stores are fine: the fence only refuses older ones
+    (None, None, 0),  # no key and no row: epoch 0
+])
+def test_stores_at_the_writers_epoch_or_newer_take_the_round(redis_epoch: str | None, pg_epoch: int | None,
+                                                             epoch: int) -> None:
+    redis, pg, state = FakeRedis(epoch=redis_epoch), FakePostgres(epoch=pg_epoch), WriterState()
+    run_round(redis, pg, epoch, state)
+    assert "sapphire:agent:momentum:heartbeat" in redis.hashes
+    assert pg.committed == ["trades", "signals", "agent_decisions"]
+    assert state.rounds == 1 and not state.fenced and state.last_error is None
+
+
+def test_a_missing_epoch_table_is_epoch_zero_and_is_never_selected_from() -> None:
+    pg = FakePostgres(table=False)
+    run_round(FakeRedis(epoch="0"), pg, 0)
+    assert pg.committed == ["trades", "signals", "agent_decisions"]
+    with pytest.raises(StaleEpoch, match="postgresql epoch 0 is older than this writer's epoch 1"):
+        run_round(FakeRedis(epoch="1"), FakePostgres(table=False), 1)
+
+
+def test_a_missing_redis_key_is_epoch_zero() -> None:
+    redis = FakeRedis()
+    with pytest.raises(StaleEpoch, match="redis epoch 0 is older than this writer's epoch 1"):
+        run_round(redis, None, 1)
+    assert redis.writes == []
+    run_round(redis, None, 0)
+    assert "sapphire:agent:momentum:heartbeat" in redis.hashes
+
+
+def test_an_unreadable_redis_epoch_refuses_the_round() -> None:
+    redis = FakeRedis(epoch="three")
+    with pytest.raises(StaleEpoch, match="holds 'three', not a whole number"):
+        run_round(redis, None, 0)
+    assert redis.writes == []
+
+
+def test_a_refusal_is_logged_once_while_it_lasts(caplog: pytest.LogCaptureFixture) -> None:
+    redis, state, metrics = FakeRedis(epoch="2"), WriterState(), Registry()
+    with caplog.at_level(logging.INFO, logger="sapphire_workload"):
+        for _ in range(3):
+            with pytest.raises(StaleEpoch):
+                run_round(redis, None, 3, state, metrics)
+        redis.strings["sapphire:epoch"] = "3"
+        run_round(redis, None, 3, state, metrics)
+    assert [record.levelname for record in caplog.records] == ["ERROR", "INFO"]
+    assert "redis epoch 2" in caplog.records[0].getMessage()
+    assert "fence lifted" in caplog.records[1].getMessage()
+    assert metrics.get(STALE_EPOCH_REFUSALS) == 3
+
+
+def test_cli_takes_the_epoch_from_the_option_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAPPHIRE_EPOCH", raising=False)
+    assert parse_args(["--agents", "a.json"]).epoch == 0
+    assert parse_args(["--agents", "a.json", "--epoch", "4"]).epoch == 4
+    monkeypatch.setenv("SAPPHIRE_EPOCH", "7")
+    assert parse_args(["--agents", "a.json"]).epoch == 7
+    assert parse_args(["--agents", "a.json", "--epoch=2"]).epoch == 2
+
+
+@pytest.mark.parametrize(("argv", "env"), [(["--epoch", "-1"], None), (["--epoch=-1"], None),
+                                           (["--epoch", "x"], None), ([], "-1")])
+def test_cli_rejects_an_epoch_below_zero(argv: list[str], env: str | None, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    if env is None:
+        monkeypatch.delenv("SAPPHIRE_EPOCH", raising=False)
+    else:
+        monkeypatch.setenv("SAPPHIRE_EPOCH", env)
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--agents", "a.json", *argv])
+    assert exc.value.code == 2
+    assert "whole number >= 0" in capsys.readouterr().err
+
+
+def test_health_fails_while_the_epoch_fence_refuses_the_rounds(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    agents = tmp_path / "agents.json"
+    agents.write_text(json.dumps([{"name": "momentum", "replicas": 1}]), encoding="utf-8")
+    monkeypatch.delenv("SAPPHIRE_POSTGRES_DSN", raising=False)
+    workload = Workload(parse_args(["--agents", str(agents), "--epoch", "3"]))
+    redis = FakeRedis(epoch="2")
+    redis.close = workload.stop.set  # one round per loop() call
+    monkeypatch.setattr(workload, "redis", lambda: redis)
+
+    workload.loop()  # the writer thread's loop survives the refusal
+    code, body = workload.health()
+    assert (code, body["status"]) == (500, "fail")
+    assert body["components"]["epoch"]["status"] == "fail"
+    assert "redis epoch 2 is older than this writer's epoch 3" in body["components"]["epoch"]["error"]
+    assert "redis epoch 2" in body["components"]["writer"]["error"]
+    assert redis.writes == []
+    assert f"{STALE_EPOCH_REFUSALS} 1" in workload.metrics.render()
+
+    redis.strings["sapphire:epoch"] = "3"  # the store is promoted: the next round writes and health clears
+    workload.stop.clear()
+    workload.loop()
+    code, body = workload.health()
+    assert (code, body["status"], body["components"]["epoch"]["status"]) == (200, "ok", "ok")

@@ -21,7 +21,7 @@ import redis
 
 from sapphire_workload import __version__
 from sapphire_workload.metrics import Registry
-from sapphire_workload.writer import WriterState, load_agents, write_round
+from sapphire_workload.writer import STALE_EPOCH_REFUSALS, StaleEpoch, WriterState, load_agents, write_round
 
 LOG = logging.getLogger("sapphire_workload")
 DEFAULT_SYMBOLS = "BTC/USDT,ETH/USDT,SOL/USDT"
@@ -30,13 +30,32 @@ EPILOG = """environment:
   SAPPHIRE_REDIS_PASSWORD   Redis password (never pass secrets on the command line)
   SAPPHIRE_POSTGRES_DSN     libpq DSN or URL of the trading database, password included
                             (e.g. "host=127.0.0.1 port=15432 dbname=sapphire user=sapphire password=...")
+  SAPPHIRE_EPOCH            default of --epoch
+
+epoch fence:
+  Before each round the workload reads the epoch of Redis (key sapphire:epoch) and PostgreSQL
+  (table sapphire_epoch; a missing key, table or row is epoch 0) and writes nothing when either
+  is older than --epoch: a fenced old primary takes no trading writes. /health then fails.
 
 endpoints:
   GET  /health        {"status": "ok|degraded|fail", "components": {...}}; 200, or 500 when failing
+                      (component "epoch" fails while the epoch fence refuses the rounds)
   GET  /metrics       Prometheus text format
   POST /admin/fault   loopback clients only; body {"health_status": 500} forces /health to fail,
                       {} clears it (the --fault-file, when given, is read on every request too)
 """
+
+
+def epoch_arg(value: str) -> int:
+    """--epoch / $SAPPHIRE_EPOCH: the platform state's epoch, a whole number >= 0."""
+    try:
+        epoch = int(value)
+    except ValueError:
+        epoch = -1
+    if epoch < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0 (the platform state's epoch; from --epoch "
+                                         f"or $SAPPHIRE_EPOCH), got {value!r}")
+    return epoch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -50,6 +69,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="JSON file with the agent list (shape of trading_agents: name, strategy, tier, replicas)")
     parser.add_argument("--release", default=os.environ.get("SAPPHIRE_RELEASE", "dev"),
                         help="release/version written into heartbeats (default: %(default)s)")
+    parser.add_argument("--epoch", type=epoch_arg, default=os.environ.get("SAPPHIRE_EPOCH", "0"),
+                        help="the platform state's epoch: refuse to write to a store holding an older one "
+                        "(default: $SAPPHIRE_EPOCH or 0)")
     parser.add_argument("--port", type=int, default=8000, help="HTTP port for /health and /metrics (%(default)s)")
     parser.add_argument("--bind", default="127.0.0.1", help="HTTP bind address (%(default)s)")
     parser.add_argument("--interval", type=float, default=2.0, help="seconds between rounds (%(default)s)")
@@ -101,6 +123,9 @@ class Workload:
                               "Epoch of the last successful backup (from sapphire:backup:<component>)")
         self.metrics.describe("workload_rounds_total", "counter", "Synthetic rounds written")
         self.metrics.describe("workload_last_round_timestamp_seconds", "gauge", "Time of the last round")
+        self.metrics.describe(STALE_EPOCH_REFUSALS, "counter",
+                              "Rounds refused because Redis or PostgreSQL holds an older epoch than the workload's")
+        self.metrics.set(STALE_EPOCH_REFUSALS, 0)
 
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.args.redis_url, password=self.redis_password, decode_responses=True,
@@ -118,7 +143,7 @@ class Workload:
         client = self.redis()
         try:
             write_round(client, self.pg(), self.agents, self.symbols, self.args.release, self.rng, self.state,
-                        self.metrics)
+                        self.metrics, epoch=self.args.epoch)
             self.metrics.inc("workload_rounds_total")
             self.metrics.set("workload_last_round_timestamp_seconds", self.state.last_round_ts)
             self.export_backups(client)
@@ -139,6 +164,8 @@ class Workload:
             started = time.monotonic()
             try:
                 self.round()
+            except StaleEpoch:
+                pass  # write_round recorded it in last_error and logged it once
             except (redis.RedisError, psycopg.Error, OSError) as exc:
                 self.state.last_error = f"{type(exc).__name__}: {exc}"
                 LOG.warning("round failed: %s", self.state.last_error)
@@ -177,6 +204,8 @@ class Workload:
         components["writer"] = {"status": "degraded" if stale else "ok", "rounds": self.state.rounds,
                                 "last_round_age_seconds": None if age is None else round(age, 1),
                                 "error": self.state.last_error}
+        components["epoch"] = {"status": "fail" if self.state.fenced else "ok", "epoch": self.args.epoch,
+                               "error": self.state.last_error if self.state.fenced else None}
         status = "ok"
         if any(item["status"] == "fail" for item in components.values()):
             status = "fail"
@@ -266,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         try:
             workload.round()
+        except StaleEpoch:
+            return 1  # logged by write_round
         except (redis.RedisError, psycopg.Error, OSError) as exc:
             LOG.error("round failed: %s: %s", type(exc).__name__, exc)
             return 1

@@ -7,7 +7,7 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from sapphire_workload.metrics import Registry
 
@@ -22,6 +22,14 @@ BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 PNL_BAND = 50.0
 MAX_TRADE_PNL = 1.0
 INITIAL_PORTFOLIO_USD = 100000.0
+# The epoch fence: at a promotion the DR code writes the platform state's new epoch into each
+# promoted store; a store holding an older epoch is a fenced old primary and takes no writes.
+EPOCH_KEY = "sapphire:epoch"
+STALE_EPOCH_REFUSALS = "sapphire_workload_stale_epoch_refusals_total"
+
+
+class StaleEpoch(Exception):
+    """A store's epoch is older than this writer's (or unreadable): the round wrote nothing there."""
 
 
 @dataclass
@@ -38,6 +46,7 @@ class WriterState:
     rounds: int = 0
     last_round_ts: float = 0.0
     last_error: str | None = None
+    fenced: bool = False  # the last round was refused by the epoch fence (last_error says why)
     recent_pnl: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, pnl) of the last hour
 
 
@@ -62,10 +71,76 @@ def next_pnl(rng: random.Random, session_pnl: float) -> float:
     return pnl
 
 
+def stale_epoch_message(store: str, store_epoch: int, epoch: int) -> str | None:
+    """Why a store at store_epoch must not take this writer's writes; None when it may (equal or newer)."""
+    if store_epoch >= epoch:
+        return None
+    return (f"{store} epoch {store_epoch} is older than this writer's epoch {epoch}: refusing to write (fenced "
+            f"store; the workload must point at the primaries promoted at epoch {epoch})")
+
+
+def redis_epoch(redis_client: Any) -> int:
+    """The epoch in Redis key sapphire:epoch (0 when missing); ValueError when it holds no whole number."""
+    raw = redis_client.get(EPOCH_KEY)
+    if raw is None:
+        return 0
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"redis key {EPOCH_KEY} holds {text!r}, not a whole number: refusing to write "
+                         f"(the DR promotion writes the platform state's epoch there)") from None
+
+
+def postgres_epoch(cursor: Any, lock: bool = False) -> int:
+    """The epoch in table sapphire_epoch (0 without the table or its row).
+
+    to_regclass answers NULL for a missing table instead of raising, so no transaction is left aborted.
+    lock=True reads the row FOR SHARE: a promotion updating it waits for this transaction, or this
+    transaction reads the promotion's epoch once it has committed.
+    """
+    cursor.execute("SELECT to_regclass('sapphire_epoch') IS NOT NULL")
+    if not cursor.fetchone()[0]:
+        return 0
+    cursor.execute("SELECT epoch FROM sapphire_epoch FOR SHARE" if lock else "SELECT epoch FROM sapphire_epoch")
+    row = cursor.fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def refuse(state: WriterState, metrics: Registry, message: str) -> NoReturn:
+    """Count and record a refused round and raise StaleEpoch; logged once per change, not every round."""
+    metrics.inc(STALE_EPOCH_REFUSALS)
+    if state.last_error != message:
+        LOG.error("%s", message)
+    state.last_error = message
+    state.fenced = True
+    raise StaleEpoch(message)
+
+
+def check_epoch(redis_client: Any, pg_conn: Any, epoch: int, state: WriterState, metrics: Registry) -> None:
+    """Raise StaleEpoch, before anything is written, when Redis or PostgreSQL holds an older epoch."""
+    try:
+        message = stale_epoch_message("redis", redis_epoch(redis_client), epoch)
+    except ValueError as exc:
+        message = str(exc)
+    if message is None and pg_conn is not None:
+        with pg_conn.cursor() as cursor:
+            message = stale_epoch_message("postgresql", postgres_epoch(cursor), epoch)
+    if message is not None:
+        refuse(state, metrics, message)
+
+
 def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: list[str], release: str,
-                rng: random.Random, state: WriterState, metrics: Registry, now: float | None = None) -> None:
-    """Write one round; raises on a connection error (the caller reconnects)."""
+                rng: random.Random, state: WriterState, metrics: Registry, now: float | None = None,
+                epoch: int = 0) -> None:
+    """Write one round; raises on a connection error (the caller reconnects).
+
+    Raises StaleEpoch, writing nothing, when a store's epoch is older than `epoch` (the epoch fence).
+    """
     now = time.time() if now is None else now
+    was_fenced = state.fenced
+    state.fenced = False
+    check_epoch(redis_client, pg_conn, epoch, state, metrics)
     active = [agent for agent in agents if agent.replicas > 0]
     pipe = redis_client.pipeline(transaction=False)
     for agent in active:
@@ -97,6 +172,10 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
                           f"synthetic {agent.strategy} decision"))
     if pg_conn is not None and (trades or decisions):
         with pg_conn.transaction(), pg_conn.cursor() as cursor:
+            # Again under the row lock: a promotion that bumped the epoch since the check wins.
+            message = stale_epoch_message("postgresql", postgres_epoch(cursor, lock=True), epoch)
+            if message is not None:
+                refuse(state, metrics, message)  # the exception rolls the transaction back
             if trades:
                 cursor.executemany("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, pnl, "
                                    "order_id) VALUES (now(), %s, %s, %s, %s, %s, %s, %s)", trades)
@@ -140,6 +219,8 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
         code = BREAKER_VALUE.get(breaker_state or "closed", 2)
         metrics.set("circuit_breaker_state", code, labels={"name": name})
         metrics.set("sapphire_circuit_breaker_state", code, labels={"name": name})
+    if was_fenced:
+        LOG.info("epoch fence lifted: the stores are at epoch %d or newer, writing again", epoch)
     state.rounds += 1
     state.last_round_ts = now
     state.last_error = None

@@ -1,0 +1,240 @@
+"""filter_plugins/dr.py: the decisions of a DR switch - plan, go/no-go, who is fenced, measured loss, report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str, path: str) -> Any:
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+dr = _load("sapphire_dr_filters", "filter_plugins/dr.py")
+topo = _load("sapphire_topology_filters_for_dr", "filter_plugins/topology.py")
+
+LOCAL = {"ansible_connection": "local"}
+CLUSTERS = [{"inventory_hostname": "local-primary", "sapphire_region": "primary"},
+            {"inventory_hostname": "local-dr", "sapphire_region": "dr"}]
+REDIS = [{**LOCAL, "inventory_hostname": "redis-primary", "redis_port": 16379, "redis_replication_role": "primary",
+          "sapphire_region": "primary"},
+         {**LOCAL, "inventory_hostname": "redis-dr", "redis_port": 16380, "redis_replication_role": "replica",
+          "sapphire_region": "dr", "redis_replica_of": "redis-primary"}]
+POSTGRES = [{**LOCAL, "inventory_hostname": "pg-primary", "postgres_port": 15432,
+             "postgres_replication_role": "primary", "sapphire_region": "primary"},
+            {**LOCAL, "inventory_hostname": "pg-dr", "postgres_port": 15433, "postgres_replication_role": "standby",
+             "sapphire_region": "dr", "postgres_primary_host": "pg-primary"}]
+FAILED_OVER = {"live_region": "dr", "epoch": 1, "host_overrides": {
+    "redis-dr": {"redis_replication_role": "primary"}, "redis-primary": {"redis_replication_role": "replica"},
+    "pg-dr": {"postgres_replication_role": "primary"}, "pg-primary": {"postgres_replication_role": "standby"}}}
+
+
+def plan(state: dict[str, Any] | None = None, target: str = "dr", **kwargs: Any) -> dict[str, Any]:
+    return dr.plan(topo.topology(CLUSTERS, REDIS, POSTGRES, state, **kwargs), target)
+
+
+def pg_result(role: str, reachable: bool = True, **position: Any) -> dict[str, Any]:
+    if not reachable:
+        return {"checks": [{"name": "postgres_reachable", "status": "fail"}]}
+    return {"checks": [{"name": "postgres_reachable", "status": "ok"}], "role": role, "position": position}
+
+
+def redis_result(reachable: bool = True, **info: Any) -> dict[str, Any]:
+    if not reachable:
+        return {"checks": [{"name": "redis_reachable", "status": "fail"}]}
+    return {"checks": [{"name": "redis_reachable", "status": "ok"}], "info": info}
+
+
+def measured(pg_new: Any = None, pg_old: Any = None, redis_new: Any = None, redis_old: Any = None) -> dict[str, Any]:
+    return {"postgres": {"new": pg_new or pg_result("standby", lsn="0/3000000", replay_lsn="0/3000000",
+                                                    replay_delay_seconds=0.0, last_contact_seconds=0.5),
+                         "old": pg_old or pg_result("primary", lsn="0/3000000")},
+            "redis": {"new": redis_new or redis_result(role="slave", slave_repl_offset=500, master_link_status="up",
+                                                       master_last_io_seconds_ago=0),
+                      "old": redis_old or redis_result(role="master", master_repl_offset=500)}}
+
+
+# --- plan ------------------------------------------------------------------------------------------
+
+
+def test_a_failover_promotes_the_dr_servers_and_fences_the_primary_region() -> None:
+    result = plan()
+    assert (result["from"], result["to"], result["noop"], result["epoch"]) == ("primary", "dr", False, 1)
+    assert result["postgres"]["new"]["host"] == "pg-dr" and result["postgres"]["old"]["host"] == "pg-primary"
+    assert result["redis"]["new"]["host"] == "redis-dr" and result["redis"]["old"]["host"] == "redis-primary"
+    assert result["layout"]["pg-primary"] == {"postgres_replication_role": "standby", "postgres_primary_host": "pg-dr",
+                                              "postgres_fenced": True}
+    assert result["layout"]["pg-dr"] == {"postgres_replication_role": "primary", "postgres_primary_host": ""}
+    assert result["layout"]["redis-primary"] == {"redis_replication_role": "replica", "redis_replica_of": "redis-dr"}
+    assert result["layout"]["redis-dr"] == {"redis_replication_role": "primary", "redis_replica_of": ""}
+    assert result["layout"]["local-primary"] == {"agents_scale_to_zero": True}
+    assert result["layout"]["local-dr"] == {"agents_scale_to_zero": False}
+    assert result["clusters"] == {"live": ["local-dr"], "fenced": ["local-primary"]}
+    assert result["host_overrides"] == result["layout"]
+
+
+def test_a_failback_returns_to_the_home_layout_with_no_override_and_the_next_epoch() -> None:
+    result = plan(FAILED_OVER, "primary")
+    assert result["postgres"]["new"]["host"] == "pg-primary" and result["postgres"]["old"]["host"] == "pg-dr"
+    assert result["redis"]["old"]["host"] == "redis-dr"
+    assert result["epoch"] == 2
+    assert result["host_overrides"] == {}  # the inventory describes the home layout
+    assert result["clusters"]["fenced"] == ["local-dr"]
+
+
+def test_a_switch_to_the_live_region_is_a_noop() -> None:
+    assert plan(FAILED_OVER, "dr")["noop"] is True
+    assert plan(None, "primary")["noop"] is True
+
+
+def test_a_region_without_a_server_to_promote_is_a_problem() -> None:
+    topology = topo.topology(CLUSTERS, REDIS, POSTGRES[:1], None)
+    assert "no postgres server" in " ".join(dr.plan(topology, "dr")["problems"])
+
+
+def test_no_target_is_refused() -> None:
+    with pytest.raises(AnsibleFilterError, match="dr_target_region"):
+        dr.plan(topo.topology(CLUSTERS, REDIS, POSTGRES, None), "")
+
+
+def test_external_data_services_have_nothing_to_promote_in_the_plan() -> None:
+    result = plan(redis_mode="external", postgres_mode="external")
+    assert result["postgres"]["new"] is None and result["redis"]["new"] is None and result["problems"] == []
+
+
+# --- go / no-go --------------------------------------------------------------------------------------
+
+
+def test_caught_up_servers_within_the_rpo_may_switch_and_every_old_server_is_fenced() -> None:
+    gate = dr.preflight(plan(), measured(), 300)
+    assert gate["allowed"] and gate["refuse"] == [] and gate["over_rpo"] == []
+    assert gate["fence_verified"] is True
+    assert gate["services"]["postgres"]["lag_bytes"] == 0 and gate["services"]["redis"]["lag_bytes"] == 0
+    assert gate["fence"] == {"clusters": ["local-primary"], "not_fenced": [], "postgres": "pg-primary",
+                             "redis": "redis-primary"}
+
+
+def test_an_unreachable_old_primary_is_refused_unless_the_old_region_is_declared_lost() -> None:
+    gone = measured(pg_old=pg_result("primary", reachable=False), redis_old=redis_result(reachable=False))
+    refused = dr.preflight(plan(), gone, 300, force=True)  # dr_force does not go past it
+    assert not refused["allowed"]
+    assert "dr_old_region_lost=true" in refused["refuse"][0]
+    declared = dr.preflight(plan(), gone, 300, old_region_lost=True)
+    assert declared["allowed"] and declared["fence_verified"] is False
+    assert declared["fence"]["postgres"] == "" and declared["fence"]["redis"] == ""
+    assert declared["fence"]["not_fenced"] == ["PostgreSQL pg-primary", "Redis redis-primary"]
+    assert "not measured" in declared["services"]["postgres"]["how"]
+
+
+def test_an_unreachable_new_server_is_refused_even_forced_and_declared() -> None:
+    gate = dr.preflight(plan(), measured(pg_new=pg_result("standby", reachable=False)), 300, force=True,
+                        old_region_lost=True)
+    assert not gate["allowed"] and "nothing to promote" in gate["refuse"][0]
+
+
+def test_a_lag_above_the_rpo_is_refused_unless_forced() -> None:
+    late = measured(pg_new=pg_result("standby", lsn="0/2000000", replay_lsn="0/2000000", replay_delay_seconds=400.0,
+                                     last_contact_seconds=0.1),
+                    pg_old=pg_result("primary", lsn="0/3000000"))
+    gate = dr.preflight(plan(), late, 300)
+    assert not gate["allowed"] and "lags 400.0 s > dr_rpo_seconds 300" in gate["over_rpo"][0]
+    assert gate["services"]["postgres"]["lag_bytes"] == 0x1000000
+    forced = dr.preflight(plan(), late, 300, force=True)
+    assert forced["allowed"] and forced["forced"]
+
+
+def test_redis_lag_is_the_offset_difference_and_a_down_link_counts_its_seconds() -> None:
+    behind = measured(redis_new=redis_result(role="slave", slave_repl_offset=400, master_link_status="up",
+                                             master_last_io_seconds_ago=2),
+                      redis_old=redis_result(role="master", master_repl_offset=500))
+    assert dr.preflight(plan(), behind, 300)["services"]["redis"]["lag_bytes"] == 100
+    down = measured(redis_new=redis_result(role="slave", slave_repl_offset=400, master_link_status="down",
+                                           master_link_down_since_seconds=900),
+                    redis_old=redis_result(reachable=False))
+    gate = dr.preflight(plan(), down, 300, old_region_lost=True)
+    assert gate["services"]["redis"]["lag_seconds"] == 900 and not gate["allowed"]
+
+
+def test_an_already_promoted_server_has_no_lag() -> None:
+    gate = dr.preflight(plan(), measured(pg_new=pg_result("primary", lsn="0/5000000"),
+                                         redis_new=redis_result(role="master", master_repl_offset=900)), 300)
+    assert gate["allowed"] and gate["services"]["postgres"]["lag_seconds"] == 0.0
+
+
+def test_measurements_come_from_hostvars_and_a_skipped_task_is_no_measurement() -> None:
+    hostvars = {"pg-dr": {"__dr_pg_measured": pg_result("standby")},
+                "pg-primary": {"__dr_pg_measured": {"skipped": True}},
+                "redis-dr": {}, "redis-primary": {"__dr_redis_measured": redis_result(role="master")}}
+    found = dr.measurements(plan(), hostvars)
+    assert found["postgres"]["new"]["role"] == "standby" and found["postgres"]["old"] is None
+    assert found["redis"]["new"] is None and found["redis"]["old"]["info"]["role"] == "master"
+
+
+# --- loss and RPO ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "value"), [("0/3000148", 0x3000148), ("16/B374D848", (0x16 << 32) + 0xB374D848),
+                                             ("", None), ("nonsense", None), (None, None)])
+def test_lsn_parsing(text: Any, value: int | None) -> None:
+    assert dr.parse_lsn(text) == value
+
+
+def test_loss_is_measured_in_bytes_and_zero_when_the_new_primary_replayed_everything() -> None:
+    assert dr.loss("postgres", "0/3000148", "0/30001C0") == {"measured": True, "bytes": 0, "why": "",
+                                                              "old": "0/3000148", "new": "0/30001C0"}
+    assert dr.loss("postgres", "0/3000200", "0/3000100")["bytes"] == 0x100
+    assert dr.loss("redis", 1500, "1400")["bytes"] == 100
+    unknown = dr.loss("postgres", "", "0/3000100", "the old primary was not reached (declared lost)")
+    assert unknown == {"measured": False, "bytes": None, "why": "the old primary was not reached (declared lost)"}
+
+
+def test_rpo_is_met_only_when_every_loss_was_measured_at_zero() -> None:
+    zero = dr.loss("postgres", "0/1", "0/1")
+    assert dr.rpo_verdict({"postgres": zero, "redis": dr.loss("redis", 5, 5)}).startswith("met")
+    assert dr.rpo_verdict({"postgres": zero, "redis": dr.loss("redis", "", 5, "declared lost")}) == \
+        "not measured: redis: declared lost"
+    assert dr.rpo_verdict({"postgres": dr.loss("postgres", "0/10", "0/1"), "redis": None}) == \
+        "missed: postgres lost 15 bytes"
+    assert dr.rpo_verdict({"postgres": None, "redis": None}).startswith("not measured")
+
+
+# --- report ------------------------------------------------------------------------------------------
+
+
+def test_the_report_measures_the_rto_from_the_fence_to_the_validated_region() -> None:
+    steps = dr.step([], "fence", 100.0, 104.5, "ok", {"redis_halt": "redis-primary"})
+    steps = dr.step(steps, "promote", 104.5, 110.0)
+    steps = dr.step(steps, "validate", 110.0, 112.25)
+    the_plan = plan()
+    gate = dr.preflight(the_plan, measured(), 300)
+    losses = {"postgres": dr.loss("postgres", "0/1", "0/1"), "redis": dr.loss("redis", 3, 3)}
+    report = dr.report(the_plan, steps, gate, losses, {"id": "20261205T010000Z", "actor": "sre", "reason": "drill",
+                                                       "rto_target_seconds": 900, "rpo_target_seconds": 300})
+    assert report["rto_seconds"] == 12.2 and report["rto"].startswith("met")
+    assert report["rpo"].startswith("met") and report["fence_verified"] is True
+    assert report["promoted"] == {"postgres": "pg-dr", "redis": "redis-dr"}
+    assert [item["step"] for item in report["steps"]] == ["fence", "promote", "validate"]
+    json.dumps(report)  # the JSON report
+    text = dr.markdown(report)
+    assert "| fence |" in text and "RTO met" in text and "postgres: 0 bytes" in text
+
+
+def test_a_report_without_a_validated_region_does_not_claim_an_rto() -> None:
+    the_plan = plan()
+    report = dr.report(the_plan, dr.step([], "fence", 1.0, 2.0), dr.preflight(the_plan, measured(), 300), {},
+                       {"rto_target_seconds": 900})
+    assert report["rto_seconds"] is None and report["rto"].startswith("not measured")
+    assert report["rpo"].startswith("not measured")
