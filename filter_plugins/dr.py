@@ -233,6 +233,44 @@ def fence_targets(the_plan: Mapping[str, Any], unreachable_old: list[str]) -> di
     return targets
 
 
+def check_walk(the_plan: Mapping[str, Any], gate: Mapping[str, Any], catchup_seconds: Any = 60) -> list[str]:
+    """Filter: what a --check run of the switch found and would do, step by step; the reads it made for real."""
+    fence = gate.get("fence") or {}
+    pg, rd = the_plan.get("postgres") or {}, the_plan.get("redis") or {}
+    host = (lambda endpoint: endpoint["host"] if endpoint else "none")  # noqa: E731
+    lines = [f"plan: {the_plan.get('operation')} {the_plan.get('from')} -> {the_plan.get('to')}, epoch "
+             f"{the_plan.get('epoch')}"]
+    for service, item in (gate.get("services") or {}).items():
+        lines.append(f"measure (ran for real, read-only): {NAMES[service]} lag {item.get('lag_seconds')} s, "
+                     f"{item.get('lag_bytes')} bytes ({item.get('how')})")
+    if not gate.get("allowed"):
+        lines.append("REFUSED: " + "; ".join(list(gate.get("refuse") or []) + list(gate.get("over_rpo") or [])))
+        return lines
+    if fence.get("redis"):
+        lines.append(f"fence: would set sapphire:halt and CLIENT PAUSE WRITE on Redis {fence['redis']}")
+    if fence.get("clusters"):
+        lines.append(f"fence: would scale the agents, the accelerated agents and the coordinator of "
+                     f"{', '.join(fence['clusters'])} to zero, remove their exchange egress policies and stop the "
+                     "workload")
+    if fence.get("postgres"):
+        lines.append(f"fence: would stop PostgreSQL {fence['postgres']} with standby.signal (its pg_controldata is "
+                     "read for real)")
+    for name in fence.get("not_fenced") or []:
+        lines.append(f"fence: NOT fenced, declared lost: {name}")
+    lines.append(f"fence: would wait up to {catchup_seconds} s for {host(pg.get('new'))} and {host(rd.get('new'))} "
+                 "to replay what the fenced primaries wrote, and measure the loss")
+    lines.append(f"promote: would pg_promote {host(pg.get('new'))} and REPLICAOF NO ONE {host(rd.get('new'))}, write "
+                 f"epoch {the_plan.get('epoch')} into both"
+                 + (f", and make Redis {fence['redis']} a replica of {host(rd.get('new'))} (its data copied aside)"
+                    if fence.get("redis") else ""))
+    live = ", ".join((the_plan.get("clusters") or {}).get("live") or []) or "no cluster"
+    lines.append(f"switch: would bring up {live} (namespace egress, agents, coordinator, workload with the new epoch)")
+    lines.append("verify: would require one writable primary per datastore and the new primaries healthy")
+    lines.append(f"record: would write live region {the_plan.get('to')}, epoch {the_plan.get('epoch')} to the "
+                 "platform state and the drill report")
+    return lines
+
+
 def loss(service: str, old_last: Any, new_replayed: Any, why_not: str = "") -> dict[str, Any]:
     """Filter: what the promotion lost, measured: bytes the old primary wrote that the new one never got
     (PostgreSQL: old last WAL position - new replayed position; Redis: old offset - new offset). Not measured when
@@ -299,6 +337,7 @@ def report(the_plan: Mapping[str, Any], steps: list[dict[str, Any]], gate: Mappi
         "rto": ("not measured: the run did not reach a validated new region" if rto is None
                 else ("met" if rto <= target else "missed") + f": {rto} s from the fence to the validated region"),
         "steps": steps,
+        "post_fork_export": list(run.get("post_fork_export") or []),
     }
 
 
@@ -318,6 +357,9 @@ def markdown(data: Mapping[str, Any]) -> str:
     for item in data.get("steps") or []:
         detail = str(item.get("detail") or "").replace("|", "/").replace("\n", " ")
         lines.append(f"| {item['step']} | {item['started']:.3f} | {item['seconds']} | {item['status']} | {detail} |")
+    for item in data.get("post_fork_export") or []:
+        lines += ["", f"## Rows {item.get('host')} wrote after the fork ({item.get('since')}): {item.get('rows')}", ""]
+        lines += [f"- {path}: {rows} rows" for path, rows in (item.get("files") or {}).items()]
     lines += ["", "## Loss, measured", ""]
     for service, item in (data.get("loss") or {}).items():
         if item:
@@ -333,5 +375,5 @@ class FilterModule:
         return {"sapphire_dr_plan": plan, "sapphire_dr_preflight": preflight, "sapphire_dr_loss": loss,
                 "sapphire_dr_rpo_verdict": rpo_verdict, "sapphire_dr_step": step, "sapphire_dr_report": report,
                 "sapphire_dr_markdown": markdown, "sapphire_dr_fence_targets": fence_targets,
-                "sapphire_dr_measurements": measurements,
+                "sapphire_dr_measurements": measurements, "sapphire_dr_check_walk": check_walk,
                 "sapphire_lsn": parse_lsn}

@@ -89,5 +89,7 @@ def test_a_boolean_that_is_not_one_is_refused_naming_it(playbook: str, variable:
     result = input_checks(playbook, "-e", f"{variable}=flase")
     assert result.returncode != 0
     output = result.stdout + result.stderr
-    assert f"{variable} must be a boolean" in output, output[-3000:]
+    # The input check's words, or Ansible's own argument-spec validation of the role that declares it: both name it.
+    assert f"{variable} must be a boolean" in output or \
+        f"argument '{variable}' is of type str and we were unable to convert to bool" in output, output[-3000:]
     assert "changed=1" not in output and "changed=2" not in output

@@ -70,9 +70,11 @@ class DataServers:
     secrets: dict[str, str]
 
     @classmethod
-    def start(cls, prefix: str, clusters: dict[str, Any] | None = None) -> DataServers:
+    def start(cls, prefix: str, clusters: dict[str, Any] | None = None,
+              variables: dict[str, Any] | None = None) -> DataServers:
         """clusters: {"namespace": ..., "state_namespace": ...} adds the local default's two clusters
-        (as existing clusters) with the local inventory's platform values: the two regions whole."""
+        (as existing clusters) with the local inventory's platform values: the two regions whole.
+        variables: more inventory values for every host (e.g. postgres_synchronous_commit_mode: sync)."""
         # Not pytest's tmp_path (0700 under /tmp/pytest-of-root): the postgres and redis users
         # must be able to enter the directory.
         root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -102,7 +104,7 @@ class DataServers:
             # No cluster here: the platform state lives in the controller's file (said explicitly).
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                      "postgres_mode": "host", "redis_mode": "host", "sapphire_local_dir": str(local_dir),
-                     "sapphire_environment": "test", "sapphire_state_store": "file", **secrets},
+                     "sapphire_environment": "test", "sapphire_state_store": "file", **secrets, **(variables or {})},
         }}
         if clusters:
             path = with_clusters(root, inventory, clusters)
@@ -315,6 +317,20 @@ def test_failover_refused_when_the_standby_lags_more_than_the_rpo(servers: DataS
             conn.execute("SELECT pg_wal_replay_resume()")
 
 
+def test_check_mode_walks_the_whole_chain_and_changes_nothing(servers: DataServers) -> None:
+    result = servers.run("dr-failover.yml", extra_vars=CONFIRM, check=True)
+    assert result.rc == 0, result.explain()
+    output = result.stdout
+    for expected in ("measure (ran for real", "would set sapphire:halt and CLIENT PAUSE WRITE on Redis redis-primary",
+                     "would stop PostgreSQL pg-primary", "would pg_promote pg-dr", "epoch 1"):
+        assert expected in output, expected
+    assert servers.state() == {}
+    assert servers.redis("redis-primary").get("sapphire:halt") is None
+    assert in_recovery(servers, "pg-dr")
+    assert servers.redis("redis-dr").info("replication")["role"] == "slave"
+    assert (servers.pg_dir("pg-primary") / "data" / "postmaster.pid").exists(), "the old primary still runs"
+
+
 def pg_ctl(servers: DataServers, host: str, action: str) -> None:
     """Stop or start a server of the DataServers by hand, as an outage would (the role's configuration file)."""
     config = f"-c config_file={servers.pg_dir(host) / 'conf' / 'postgresql.conf'}"
@@ -461,8 +477,26 @@ def test_failover_second_run_changes_nothing(servers: DataServers) -> None:
 
 def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: DataServers,
                                                                    marks: dict[str, str]) -> None:
+    # The fenced old primary writes after the fork (its region was not really gone: standby.signal removed by
+    # hand, started, a trade taken): the failback must keep that row aside, named and counted.
+    post_fork = f"post-fork-{uuid.uuid4().hex[:12]}"
+    (servers.pg_dir("pg-primary") / "data" / "standby.signal").unlink()
+    pg_ctl(servers, "pg-primary", "start")
+    try:
+        with servers.app("pg-primary") as conn:
+            insert_trade(conn, post_fork)
+    finally:
+        pg_ctl(servers, "pg-primary", "stop")
+
     result = servers.run("dr-failback.yml", extra_vars=CONFIRM)
     assert result.rc == 0, result.explain()
+
+    report = json.loads(Path(servers.state()["history"][-1]["report"]).read_text())
+    [export] = report["post_fork_export"]
+    assert export["host"] == "pg-primary" and export["rows"] == 1, export
+    trades_file = next(path for path in export["files"] if path.endswith("-trades.csv"))
+    assert post_fork in Path(trades_file).read_text() and export["files"][trades_file] == 1
+    assert not has_trade(servers, "pg-primary", post_fork), "the post-fork row is kept aside, not in the live data"
 
     # Home region live again, with what was written during the DR period.
     assert not in_recovery(servers, "pg-primary")

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from test_topology import CLUSTERS, LOCAL
+from test_topology import REDIS as REDIS_HOME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,13 +28,7 @@ def _load(name: str, path: str) -> Any:
 dr = _load("sapphire_dr_filters", "filter_plugins/dr.py")
 topo = _load("sapphire_topology_filters_for_dr", "filter_plugins/topology.py")
 
-LOCAL = {"ansible_connection": "local"}
-CLUSTERS = [{"inventory_hostname": "local-primary", "sapphire_region": "primary"},
-            {"inventory_hostname": "local-dr", "sapphire_region": "dr"}]
-REDIS = [{**LOCAL, "inventory_hostname": "redis-primary", "redis_port": 16379, "redis_replication_role": "primary",
-          "sapphire_region": "primary"},
-         {**LOCAL, "inventory_hostname": "redis-dr", "redis_port": 16380, "redis_replication_role": "replica",
-          "sapphire_region": "dr", "redis_replica_of": "redis-primary"}]
+REDIS = [REDIS_HOME[0], {**REDIS_HOME[1], "redis_replica_of": "redis-primary"}]
 POSTGRES = [{**LOCAL, "inventory_hostname": "pg-primary", "postgres_port": 15432,
              "postgres_replication_role": "primary", "sapphire_region": "primary"},
             {**LOCAL, "inventory_hostname": "pg-dr", "postgres_port": 15433, "postgres_replication_role": "standby",
@@ -238,3 +234,16 @@ def test_a_report_without_a_validated_region_does_not_claim_an_rto() -> None:
                        {"rto_target_seconds": 900})
     assert report["rto_seconds"] is None and report["rto"].startswith("not measured")
     assert report["rpo"].startswith("not measured")
+
+
+def test_the_check_walk_lists_every_step_and_the_reads_that_ran() -> None:
+    the_plan = plan()
+    lines = dr.check_walk(the_plan, dr.preflight(the_plan, measured(), 300), 60)
+    text = "\n".join(lines)
+    for expected in ("measure (ran for real", "CLIENT PAUSE WRITE on Redis redis-primary", "local-primary to zero",
+                     "stop PostgreSQL pg-primary", "pg_promote pg-dr", "epoch 1", "one writable primary",
+                     "drill report"):
+        assert expected in text, (expected, lines)
+    refused = dr.check_walk(the_plan, dr.preflight(the_plan, measured(pg_old=pg_result("primary", reachable=False)),
+                                                    300), 60)
+    assert refused[-1].startswith("REFUSED") and "dr_old_region_lost" in refused[-1]
