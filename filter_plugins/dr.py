@@ -118,10 +118,15 @@ def _postgres_lag(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict
         lag_bytes = max(0, behind - replay) if behind is not None and replay is not None else None
         return {"bytes": lag_bytes, "seconds": delay if delay is not None else None,
                 "how": "old primary's WAL position against the standby's replay position"}
+    # With the old primary gone, the standby has everything up to its last replayed commit: what can be lost is at
+    # most what was written since (an upper bound; exact when the primary kept writing). The receiver's last contact
+    # only exists while a link is up; neither known: the lag cannot be measured (dr_force needed).
     contact = _float(position.get("last_contact_seconds"))
-    seconds = max(x for x in (delay, contact) if x is not None) if (delay, contact) != (None, None) else None
-    return {"bytes": None, "seconds": seconds,
-            "how": "old primary unreachable: time since the standby last heard from it (the loss is not measured)"}
+    replay_age = _float(position.get("last_replay_age_seconds"))
+    known = [value for value in (contact, replay_age) if value is not None]
+    return {"bytes": None, "seconds": max(known) if known else None,
+            "how": "old primary unreachable: time since the standby's last replayed commit (an upper bound of the "
+                   "writes that can be missing; the loss is not measured)"}
 
 
 def _redis_lag(new: Mapping[str, Any], old: Mapping[str, Any] | None) -> dict[str, Any]:

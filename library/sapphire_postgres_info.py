@@ -142,7 +142,9 @@ position:
     - Where this server is in the WAL stream, for a DR switch to measure the lag and the loss in bytes. C(lsn) is
       the current write position on a primary and the replayed position on a standby; C(receive_lsn),
       C(replay_lsn), C(replay_delay_seconds), C(last_contact_seconds) (since the last message from the
-      primary) and C(paused) (WAL replay paused) are set on a standby only.
+      primary; none once the link is gone), C(paused) (WAL replay paused) and C(last_replay_age_seconds) (since
+      the commit of the last transaction replayed: with the primary gone, an upper bound of the writes that can
+      be missing) are set on a standby only.
   returned: when the server was reachable
   type: dict
   sample: {lsn: 0/3000148, receive_lsn: 0/3000148, replay_lsn: 0/3000148, replay_delay_seconds: 0.0,
@@ -201,7 +203,8 @@ SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_curre
        CASE WHEN NOT pg_is_in_recovery() OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
             ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END::float8,
        extract(epoch FROM now() - (SELECT last_msg_receipt_time FROM pg_stat_wal_receiver LIMIT 1))::float8,
-       pg_is_in_recovery() AND pg_is_wal_replay_paused()
+       pg_is_in_recovery() AND pg_is_wal_replay_paused(),
+       extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8
 """
 Q_TABLES = """
 SELECT c.relname, c.relkind::text, pg_get_partkeydef(c.oid),
@@ -247,10 +250,10 @@ def gather(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
              "lag_bytes": row[4], "lag_seconds": row[5]}
             for row in conn.execute(Q_PRIMARY_REPLICATION).fetchall()
         ]
-    lsn, receive, replay, delay, contact, paused = conn.execute(Q_POSITION).fetchone()
+    lsn, receive, replay, delay, contact, paused, replay_age = conn.execute(Q_POSITION).fetchone()
     facts["position"] = {"lsn": lsn} if not in_recovery else {
         "lsn": lsn, "receive_lsn": receive, "replay_lsn": replay, "replay_delay_seconds": delay,
-        "last_contact_seconds": contact, "paused": bool(paused)}
+        "last_contact_seconds": contact, "paused": bool(paused), "last_replay_age_seconds": replay_age}
     tables = params["tables"]
     facts["tables"] = {
         row[0]: {"relkind": row[1], "partkey": row[2], "partitions": row[3]}

@@ -56,6 +56,16 @@ class Regions:
     def cache_file(self) -> Any:
         return self.servers.local_dir / "dr" / "state.yml"
 
+    def fence(self, cluster: str) -> dict[str, Any]:
+        """What fences a region's cluster: its exchange egress policies and its coordinator's replicas."""
+        policies = json.loads(self.clusters.kubectl(cluster, "-n", self.namespace, "get", "networkpolicy",
+                                                    "-o", "json").stdout)["items"]
+        coordinator = json.loads(self.clusters.kubectl(cluster, "-n", self.namespace, "get", "deployment",
+                                                       "trading-coordinator", "-o", "json").stdout)
+        return {"egress": sorted(item["metadata"]["name"] for item in policies
+                                 if item["metadata"]["name"].endswith("-exchange-egress")),
+                "coordinator": coordinator["spec"].get("replicas")}
+
 
 @pytest.fixture(scope="module")
 def regions(local_clusters: LocalClusters) -> Iterator[Regions]:
@@ -119,11 +129,17 @@ def test_a_second_writer_is_refused_naming_the_first_and_emergency_stop_is_not(r
 
 
 def test_after_a_failover_every_playbook_acts_on_the_live_region_from_any_controller(regions: Regions) -> None:
+    trading = regions.fence("local-primary")
+    assert trading["egress"] == ["agents-exchange-egress", "coordinator-exchange-egress"] and trading["coordinator"]
+    assert regions.fence("local-dr")["egress"] == [], "a standby region has no route to the exchanges"
     result = regions.run("dr-failover.yml", **CONFIRM)
     assert result.rc == 0, result.explain()
     for cluster in ("local-primary", "local-dr"):
         state = regions.state(cluster)
         assert state["live_region"] == "dr" and state["epoch"] == 1, (cluster, state)
+    # The old region is fenced in its cluster: no route to the exchanges, the coordinator (exchange keys) at zero.
+    assert regions.fence("local-primary") == {"egress": [], "coordinator": 0}
+    assert regions.fence("local-dr")["egress"] == ["agents-exchange-egress", "coordinator-exchange-egress"]
     # A controller that never ran the failover: no cache.
     regions.cache_file().unlink()
 
@@ -144,9 +160,13 @@ def test_after_a_failover_every_playbook_acts_on_the_live_region_from_any_contro
     assert not in_recovery(regions.servers, "pg-dr"), "the promoted PostgreSQL must stay the primary"
     assert regions.servers.redis("redis-dr").info("replication")["role"] == "master"
     assert regions.servers.redis("redis-primary").info("replication")["role"] == "slave"
+    assert regions.fence("local-primary") == {"egress": [], "coordinator": 0}, "a deploy must not lift the fence"
 
     back = regions.run("dr-failback.yml", **CONFIRM)
     assert back.rc == 0, back.explain()
+    assert regions.fence("local-primary") == {"egress": ["agents-exchange-egress", "coordinator-exchange-egress"],
+                                              "coordinator": trading["coordinator"]}
+    assert regions.fence("local-dr") == {"egress": [], "coordinator": 0}
     state = regions.state("local-primary")
     assert state["live_region"] == "primary" and state["epoch"] == 2 and state["host_overrides"] == {}
     assert not in_recovery(regions.servers, "pg-primary")

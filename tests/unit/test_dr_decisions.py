@@ -247,3 +247,18 @@ def test_the_check_walk_lists_every_step_and_the_reads_that_ran() -> None:
     refused = dr.check_walk(the_plan, dr.preflight(the_plan, measured(pg_old=pg_result("primary", reachable=False)),
                                                     300), 60)
     assert refused[-1].startswith("REFUSED") and "dr_old_region_lost" in refused[-1]
+
+
+def test_with_the_old_primary_gone_the_lag_is_the_age_of_the_last_replayed_commit_or_unknown() -> None:
+    """The link is gone (no receiver, nothing left to replay): the replay delay reads 0, which says nothing."""
+    cut = pg_result("standby", lsn="0/3000000", replay_lsn="0/3000000", replay_delay_seconds=0.0,
+                    last_contact_seconds=None, last_replay_age_seconds=420.0)
+    gone = pg_result("primary", reachable=False)
+    gate = dr.preflight(plan(), measured(pg_new=cut, pg_old=gone), 300, old_region_lost=True)
+    assert gate["services"]["postgres"]["lag_seconds"] == 420.0 and not gate["allowed"]
+    never = pg_result("standby", lsn="0/3000000", replay_lsn="0/3000000", replay_delay_seconds=0.0,
+                      last_contact_seconds=None, last_replay_age_seconds=None)
+    gate = dr.preflight(plan(), measured(pg_new=never, pg_old=gone), 300, old_region_lost=True)
+    assert gate["services"]["postgres"]["lag_seconds"] is None
+    assert "cannot be measured" in gate["over_rpo"][0] and not gate["allowed"]
+    assert dr.preflight(plan(), measured(pg_new=never, pg_old=gone), 300, force=True, old_region_lost=True)["allowed"]
