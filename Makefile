@@ -8,6 +8,7 @@ INVENTORY ?= inventories/local
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
+INTEGRATION_WORKERS ?= 2
 
 .PHONY: help setup venv collections packages kube vault deploy cluster validate down purge test lint unit integration molecule bench
 
@@ -60,8 +61,8 @@ lint: venv
 unit: venv
 	pytest -q tests/unit $(PYTEST_ARGS)
 
-integration: setup
-	pytest -q tests/integration $(PYTEST_ARGS)
+integration: setup ## Two pytest-xdist workers: the local default's tests on one, self-contained server tests beside it
+	pytest -q -n $(INTEGRATION_WORKERS) --dist loadgroup --durations=30 tests/integration $(PYTEST_ARGS)
 
 molecule: setup
 	tools/run-molecule

@@ -40,6 +40,29 @@ AGENTS = [
 ]
 
 
+LOCAL_DEFAULT_GROUP = "local-default"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for pytest-xdist's loadgroup (`make integration` runs two workers).
+
+    Everything that touches the local default (its clusters, its inventory, its fixed ports) runs on
+    one worker, one test at a time, as before. A module runs beside it only when it is marked
+    `servers` and none of its tests asks for `local_clusters`: it starts its own servers on free
+    ports in its own directory. Each such module stays whole on one worker (its module fixtures are
+    made once). Anything not provably independent lands in the local-default group.
+    """
+    modules: dict[Any, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.module, []).append(item)
+    for module, members in modules.items():
+        independent = any(m.name == "servers" for m in members[0].iter_markers()) and not any(
+            "local_clusters" in getattr(member, "fixturenames", ()) for member in members)
+        group = module.__name__ if independent else LOCAL_DEFAULT_GROUP
+        for member in members:
+            member.add_marker(pytest.mark.xdist_group(group))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
