@@ -44,15 +44,38 @@ def _pick_new(servers: list[dict[str, Any]], target: str) -> dict[str, Any] | No
     return mine[0] if mine else None
 
 
-def plan(topology: Mapping[str, Any], target: str, operation: str = "failover") -> dict[str, Any]:
-    """Filter: the switch to `target` from the live region of `topology` (sapphire_topology)."""
+MODE_REFUSALS = {
+    "external": "{name} is a service outside the clusters ({service}_mode external): dr-failover cannot promote it "
+                "yet and would switch the platform to an endpoint nobody promoted. Fail it over in its provider "
+                "and point the inventory at the new endpoint",
+    "kubernetes": "each region's in-cluster {name} ({service}_mode kubernetes) is a standalone database with no "
+                  "replica in the other region: a failover would land on an empty one",
+}
+
+
+def mode_problems(modes: Mapping[str, Any] | None) -> list[str]:
+    """Why the data services' modes cannot be switched: only host mode has a replica in the other region that this
+    toolkit can promote (sapphire_dr_plan's `modes`, {service: <service>_mode})."""
+    problems = []
+    for service in SERVICES:
+        mode = str((modes or {}).get(service) or "host")
+        if mode != "host":
+            problems.append(MODE_REFUSALS.get(mode, "{service}_mode " + mode + " is not one dr-failover switches")
+                            .format(name=NAMES[service], service=service))
+    return problems
+
+
+def plan(topology: Mapping[str, Any], target: str, operation: str = "failover",
+         modes: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Filter: the switch to `target` from the live region of `topology` (sapphire_topology). modes: each data
+    service's mode ({postgres: postgres_mode, redis: redis_mode}); one that is not `host` is a problem (refused)."""
     if not target:
         raise AnsibleFilterError("dr_target_region must name a region (primary or dr)")
     source = str(topology.get("live_region") or "primary")
     regions = dict((topology.get("clusters") or {}).get("by_region") or {})
     layout: dict[str, dict[str, Any]] = {}
     services: dict[str, dict[str, Any]] = {}
-    problems: list[str] = []
+    problems: list[str] = mode_problems(modes)
     for service, (role_key, upstream_key, follower) in SERVICES.items():
         servers = list((topology.get(service) or {}).get("servers") or [])
         new = _pick_new(servers, target)

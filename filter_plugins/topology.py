@@ -154,10 +154,35 @@ def state_source(read: Mapping[str, Any] | None, cached: Mapping[str, Any] | Non
             "warning": f"No cluster could be read ({errors}); this read-only run uses the cached state ({described})."}
 
 
+def postgres_slot(name: str, slot: str = "") -> str:
+    """Filter: the physical replication slot of a standby: postgres_replication_slot, else its inventory name in
+    lower case with everything but [a-z0-9_] made '_' (what PostgreSQL accepts as a slot name)."""
+    return slot or "".join(char if char.isascii() and (char.isalnum() or char == "_") else "_" for char in name.lower())
+
+
+def postgres_standbys(hosts: list[Mapping[str, Any]], primary: str,
+                      default_mode: str = "async") -> list[dict[str, Any]]:
+    """Filter: the standbys of `primary` among the postgres hosts' hostvars, in inventory order, each
+    {host, slot, sync, fenced}. sync: its postgres_synchronous_commit_mode (default_mode when unset) is sync.
+    fenced: a DR switch stopped it read-only (postgres_fenced, until dr-failback re-seeds it); the primary never
+    waits for it and validate does not expect it to stream. Its slot is kept so that it can catch up later."""
+    found = []
+    for host in hosts:
+        if _get(host, "postgres_replication_role") != "standby" or _get(host, "postgres_primary_host") != primary:
+            continue
+        name = str(_get(host, "inventory_hostname"))
+        fenced = _get(host, "postgres_fenced", False)
+        found.append({"host": name, "slot": postgres_slot(name, str(_get(host, "postgres_replication_slot", ""))),
+                      "sync": str(_get(host, "postgres_synchronous_commit_mode", "") or default_mode) == "sync",
+                      "fenced": fenced if isinstance(fenced, bool) else str(fenced).lower() in ("true", "yes", "1")})
+    return found
+
+
 class FilterModule:
     """sapphire-ops topology filters."""
 
     def filters(self) -> dict[str, Any]:
         return {"sapphire_topology": topology, "sapphire_halt_targets": halt_targets,
                 "sapphire_state_source": state_source, "sapphire_state_normalize": normalize_state,
-                "sapphire_state_cluster": state_cluster, "sapphire_lock_holder": lock_holder}
+                "sapphire_state_cluster": state_cluster, "sapphire_lock_holder": lock_holder,
+                "sapphire_postgres_standbys": postgres_standbys, "sapphire_postgres_slot": postgres_slot}

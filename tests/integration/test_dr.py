@@ -114,7 +114,7 @@ class DataServers:
             path.chmod(0o600)
         servers = cls(root=root, inventory=path, local_dir=local_dir, ports=ports, secrets=secrets)
         for converge in ("molecule/postgres/converge.yml", "molecule/redis/converge.yml"):
-            result = servers.run(converge)
+            result = servers.run(converge, timeout=900)
             if result.rc != 0:
                 servers.stop()
                 raise AssertionError(f"{converge} failed:\n{result.explain()}")

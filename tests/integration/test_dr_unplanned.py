@@ -29,7 +29,6 @@ from typing import Any
 
 import psycopg
 import pytest
-import yaml
 from test_dr import CONFIRM, DataServers, has_trade, in_recovery, insert_trade, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -44,12 +43,18 @@ def mode(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
+# The synchronous option as an operator turns it on: every commit acknowledged only once the other region replayed
+# it, and a Redis master that refuses writes no replica receives.
+SYNC = {"postgres_synchronous_commit_mode": "sync", "postgres_synchronous_commit": "remote_apply",
+        "redis_min_replicas_to_write": 1}
+
+
 @pytest.fixture(scope="module")
 def servers(mode: str) -> Iterator[DataServers]:
-    env = DataServers.start(f"sapphire-dr-{mode}-")
+    """The pair of regions, converged from nothing in the mode (sync: the synchronous option from the first run,
+    which hung before the role's own commits stopped waiting for a standby seeded later in the same run)."""
+    env = DataServers.start(f"sapphire-dr-{mode}-", variables=SYNC if mode == "sync" else None)
     try:
-        if mode == "sync":
-            switch_to_sync(env)
         yield env
     finally:
         try:
@@ -63,18 +68,6 @@ def run(servers: DataServers) -> dict[str, Any]:
     """What the first test of a mode did (the load, the kill, the playbook runs), for the tests after it (one per
     DataServers, hence per mode)."""
     return {"root": servers.root}
-
-
-def switch_to_sync(servers: DataServers) -> None:
-    """postgres_synchronous_commit_mode: sync for every host, converged on the running async pair, as an operator
-    switches an existing pair (and as test_postgres_host.py does). Not DataServers.start(variables=...): a pair
-    converged in sync mode from nothing hangs - the new primary is rendered with synchronous_standby_names naming
-    a standby that is seeded only later in the same play, so its first commit (the replication user) waits forever."""
-    inventory = yaml.safe_load(servers.inventory.read_text())
-    inventory["all"]["vars"]["postgres_synchronous_commit_mode"] = "sync"
-    servers.inventory.write_text(yaml.safe_dump(inventory))
-    result = servers.run("molecule/postgres/converge.yml", timeout=600)
-    assert result.rc == 0, f"switching the pair to sync failed:\n{result.explain()}"
 
 
 def postmaster_pid(servers: DataServers, host: str) -> int:
@@ -172,6 +165,11 @@ def test_sigkill_of_the_old_primary_then_failover_only_once_the_region_is_declar
     wait_for(lambda: replication_state(servers)[1] == expected, what=f"pg-dr streaming as a {expected} standby")
     names, _ = replication_state(servers)
     assert bool(names) == (mode == "sync"), f"{mode}: synchronous_standby_names = {names!r}"
+    with servers.admin("pg-primary", "postgres") as conn:
+        level = conn.execute("SHOW synchronous_commit").fetchone()[0]
+    assert level == ("remote_apply" if mode == "sync" else "on"), level
+    min_replicas = servers.redis("redis-primary").config_get("min-replicas-to-write")["min-replicas-to-write"]
+    assert min_replicas == ("1" if mode == "sync" else "0"), min_replicas
 
     load = CommitLoad(servers)
     load.thread.start()
@@ -264,6 +262,15 @@ def test_exactly_one_writable_postgres_and_the_reachable_old_redis_fenced(
     assert old_redis["role"] == "slave" and old_redis["master_port"] == servers.ports["redis-dr"], old_redis
     assert servers.redis("redis-dr").info("replication")["role"] == "master"
     assert servers.redis("redis-dr").get("sapphire:epoch") == "1"
+    # The synchronous option survived the failover: suspended while redis-dr had no replica (else the epoch write
+    # and the halt flag's removal would have been refused), restored once the old one followed it.
+    new_redis = servers.redis("redis-dr")
+    expected = "1" if mode == "sync" else "0"
+    assert new_redis.config_get("min-replicas-to-write")["min-replicas-to-write"] == expected
+    assert new_redis.info("replication")["connected_slaves"] >= 1
+    new_redis.set(f"after-{mode}", "1")
+    promote = next(step for step in run["report"]["steps"] if step["step"] == "promote")
+    assert promote["detail"]["redis_min_replicas_to_write"] == ("restored" if mode == "sync" else "off"), promote
     state = servers.state()
     assert state["live_region"] == "dr" and state["epoch"] == 1
     assert state["host_overrides"]["redis-primary"] == {"redis_replication_role": "replica",

@@ -66,6 +66,29 @@ def measured(pg_new: Any = None, pg_old: Any = None, redis_new: Any = None, redi
 # --- plan ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize(("modes", "expected"), [
+    ({"postgres": "external", "redis": "external"},
+     ["PostgreSQL is a service outside the clusters (postgres_mode external)",
+      "Redis is a service outside the clusters (redis_mode external)"]),
+    ({"postgres": "kubernetes", "redis": "host"},
+     ["in-cluster PostgreSQL (postgres_mode kubernetes) is a standalone database"]),
+])
+def test_a_switch_of_services_this_toolkit_cannot_promote_is_a_problem(modes: dict[str, str],
+                                                                       expected: list[str]) -> None:
+    """prod and staging (external) and the in-cluster databases: refused, never a switch that promotes nothing or
+    lands on an empty database and reports success."""
+    topology = topo.topology(CLUSTERS, [], [], None)
+    problems = dr.plan(topology, "dr", "failover", modes)["problems"]
+    assert len(problems) == len(expected), problems
+    for problem, text in zip(problems, expected, strict=True):
+        assert text in problem, problem
+
+
+def test_host_mode_services_are_no_problem() -> None:
+    topology = topo.topology(CLUSTERS, REDIS, POSTGRES, None)
+    assert dr.plan(topology, "dr", "failover", {"postgres": "host", "redis": "host"})["problems"] == []
+
+
 def test_a_failover_promotes_the_dr_servers_and_fences_the_primary_region() -> None:
     result = plan()
     assert (result["from"], result["to"], result["noop"], result["epoch"]) == ("primary", "dr", False, 1)

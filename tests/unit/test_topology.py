@@ -109,3 +109,43 @@ def test_a_file_store_is_explicit_and_old_cache_keys_are_read() -> None:
     assert decided["state"]["live_region"] == "dr" and decided["state"]["host_overrides"] == {"x": {"a": 1}}
     with pytest.raises(AnsibleFilterError, match="sapphire_state_store"):
         source({}, None, store="somewhere")
+
+
+# The standbys of a PostgreSQL primary: one rule for its slots, its synchronous_standby_names and validate.
+
+STANDBYS = [
+    {"inventory_hostname": "pg-home", "postgres_replication_role": "primary"},
+    {"inventory_hostname": "PG-DR.east", "postgres_replication_role": "standby", "postgres_primary_host": "pg-home",
+     "postgres_synchronous_commit_mode": "sync"},
+    {"inventory_hostname": "pg-report", "postgres_replication_role": "standby", "postgres_primary_host": "pg-home",
+     "postgres_replication_slot": "reporting"},
+    {"inventory_hostname": "pg-old", "postgres_replication_role": "standby", "postgres_primary_host": "pg-home",
+     "postgres_synchronous_commit_mode": "sync", "postgres_fenced": True},
+    {"inventory_hostname": "pg-elsewhere", "postgres_replication_role": "standby", "postgres_primary_host": "pg-other"},
+    {"inventory_hostname": "pg-was-standby", "postgres_replication_role": "primary",
+     "postgres_primary_host": "pg-home"},
+]
+
+
+def test_standbys_of_a_primary_with_their_slots_modes_and_fence() -> None:
+    found = topo_mod.postgres_standbys(STANDBYS, "pg-home")
+    assert found == [
+        {"host": "PG-DR.east", "slot": "pg_dr_east", "sync": True, "fenced": False},
+        {"host": "pg-report", "slot": "reporting", "sync": False, "fenced": False},
+        {"host": "pg-old", "slot": "pg_old", "sync": True, "fenced": True},
+    ]
+
+
+def test_a_standby_without_its_own_mode_takes_the_primarys() -> None:
+    assert [item["sync"] for item in topo_mod.postgres_standbys(STANDBYS, "pg-home", "sync")] == [True, True, True]
+
+
+def test_a_fenced_flag_from_extra_vars_is_read_as_a_boolean() -> None:
+    hosts = [{"inventory_hostname": "a", "postgres_replication_role": "standby", "postgres_primary_host": "p",
+              "postgres_fenced": value} for value in ("true", "False", "no", "1")]
+    assert [item["fenced"] for item in topo_mod.postgres_standbys(hosts, "p")] == [True, False, False, True]
+
+
+def test_the_slot_name_is_what_postgresql_accepts() -> None:
+    assert topo_mod.postgres_slot("Redis-DR.1") == "redis_dr_1"
+    assert topo_mod.postgres_slot("pg-dr", "kept") == "kept"
