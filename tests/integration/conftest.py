@@ -43,6 +43,7 @@ AGENTS = [
 LOCAL_DEFAULT_GROUP = "local-default"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook turns the xdist_group marks into node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Group the tests for pytest-xdist's loadgroup (`make integration` runs two workers).
 
