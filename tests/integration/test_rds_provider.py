@@ -26,7 +26,7 @@ boto3 = pytest.importorskip("boto3")
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
-PLAYBOOK = "tests/integration/playbooks/rds.yml"
+PLAYBOOK = "tests/integration/playbooks/postgres_entry_point.yml"
 INVENTORY = "localhost,"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing-secret"}
 
@@ -100,7 +100,7 @@ def regions(moto: str) -> dict[str, str]:
 
 
 def run(regions: dict[str, str], entry_point: str, check: bool = False, **variables: Any) -> PlaybookResult:
-    extra = {"rds_entry_point": entry_point, "sapphire_aws_endpoint_url": regions["url"],
+    extra = {"postgres_entry_point": entry_point, "sapphire_aws_endpoint_url": regions["url"],
              "postgres_rds_wait_timeout": 60, "ansible_python_interpreter": sys.executable, **variables}
     return run_playbook(PLAYBOOK, INVENTORY, extra_vars=extra, check=check,
                         env={**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}, timeout=600)
