@@ -200,11 +200,16 @@ def preflight(the_plan: Mapping[str, Any], measured: Mapping[str, Any], rpo_seco
                                  "how": "new unreachable"}
             continue
         old_reachable = _reachable(old, service) if old_ep else None
-        if old_ep and not old_reachable:
+        down_on_host = bool(old_ep) and service == "postgres" and down_on_reachable_host(old)
+        if old_ep and not old_reachable and not down_on_host:
             unreachable_old.append(f"{NAMES[service]} {old_ep['host']}")
         lag = (_postgres_lag if service == "postgres" else _redis_lag)(new, old if old_reachable else None)
+        how = lag["how"]
+        if down_on_host:
+            how = ("old primary down on a reachable host (fenced on its disk, its loss measured from the end of its "
+                   "WAL after the fence); before the fence: " + how)
         services[service] = {"measured": True, "lag_bytes": lag["bytes"], "lag_seconds": lag["seconds"],
-                             "old_reachable": old_reachable, "how": lag["how"]}
+                             "old_reachable": old_reachable, "old_down_on_host": down_on_host, "how": how}
         paused = " (WAL replay is paused)" if (new.get("position") or {}).get("paused") else ""
         behind = f", {lag['bytes']} bytes behind" if lag["bytes"] else ""
         if lag["seconds"] is None:
@@ -241,7 +246,27 @@ def measurements(the_plan: Mapping[str, Any], hostvars: Mapping[str, Any],
                 except (KeyError, AnsibleUndefinedVariable):
                     result = None
             found[service][side] = None if not result or result.get("skipped") else dict(result)
+    # An old PostgreSQL that did not answer was probed on its host (postgres role, probe entry point).
+    old = (the_plan.get("postgres") or {}).get("old")
+    if old and found.get("postgres", {}).get("old") is not None:
+        try:
+            probe = hostvars[old["host"]].get("postgres_probe")
+        except (KeyError, AnsibleUndefinedVariable):
+            probe = None
+        if probe:
+            found["postgres"]["old"]["probe"] = dict(probe)
     return found
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in ("true", "yes", "1")
+
+
+def down_on_reachable_host(result: Mapping[str, Any] | None) -> bool:
+    """Whether an old PostgreSQL that does not answer is down on a host Ansible reaches with its data directory
+    there: it can be fenced on its disk (standby.signal) and its loss measured from the end of its WAL."""
+    probe = (result or {}).get("probe") or {}
+    return not _reachable(result, "postgres") and _truthy(probe.get("data")) and not _truthy(probe.get("running"))
 
 
 def fence_targets(the_plan: Mapping[str, Any], unreachable_old: list[str]) -> dict[str, Any]:

@@ -341,7 +341,12 @@ def pg_ctl(servers: DataServers, host: str, action: str) -> None:
 
 def test_failover_refused_when_the_old_primary_cannot_be_reached_and_the_region_is_not_declared_lost(
         servers: DataServers) -> None:
+    """The old primary neither answers nor can be fenced on its disk: its server is down and its data directory is
+    gone (a server that is merely down on a host Ansible reaches is fenced on its disk: test_dr_unplanned.py)."""
     pg_ctl(servers, "pg-primary", "stop")
+    data = servers.pg_dir("pg-primary") / "data"
+    lost = data.with_name("data.disk-lost")
+    data.rename(lost)
     try:
         result = servers.run("dr-failover.yml", extra_vars=CONFIRM)
         assert result.rc != 0, "promoted although the old primary could be neither fenced nor measured"
@@ -352,6 +357,7 @@ def test_failover_refused_when_the_old_primary_cannot_be_reached_and_the_region_
         assert in_recovery(servers, "pg-dr")
         assert servers.redis("redis-primary").get("sapphire:halt") is None
     finally:
+        lost.rename(data)
         pg_ctl(servers, "pg-primary", "start")
     wait_for(lambda: stream_status(servers, "pg-dr") == "streaming", what="pg-dr streaming again")
 

@@ -1,16 +1,19 @@
 """dr-failover.yml after an unplanned loss of the old PostgreSQL primary (SIGKILL of its postmaster).
 
 The issue's words: "SIGKILL of the old primary with the synchronous option: 0 lost; async: loss measured and
-reported". For each commit mode (postgres_synchronous_commit_mode sync, then async) a throw-away pair of regions
-(test_dr.py's DataServers) takes a write load of autocommit INSERTs on pg-primary; after a few hundred
-acknowledged commits the primary's postmaster is killed with SIGKILL. The failover is then refused until the
-operator declares the old region lost (-e dr_old_region_lost=true), and goes ahead with it: the old PostgreSQL is
-not fenced (it cannot be reached) while the old Redis (reachable) is. Afterwards:
-- sync: not one acknowledged commit is missing on the promoted server; async: the number missing is printed and
-  the drill report says honestly that the loss was not measured and the fence not verified;
-- exactly one writable PostgreSQL (the promoted pg-dr; the killed one was restarted by nobody), the old Redis a
-  replica of the new one;
-- the promoted primary does not wait for its fenced standby (empty synchronous_standby_names).
+reported". For each commit mode a throw-away pair of regions (test_dr.py's DataServers) takes a write load of
+autocommit INSERTs on pg-primary; after a few hundred acknowledged commits the primary's postmaster is killed with
+SIGKILL. Two outages, one per mode:
+- sync (the synchronous option: remote_apply, min-replicas-to-write 1), the host lost with its disk (the data
+  directory is gone): the old primary can be neither fenced nor measured, so the failover is refused until the
+  operator declares the old region lost (-e dr_old_region_lost=true), then goes ahead; not one acknowledged commit
+  is missing, and the report says honestly that the loss was not measured and the fence not verified;
+- async, the server crashed on a host Ansible still reaches (its data directory intact): no declaration is needed -
+  the old primary is fenced on its disk (standby.signal) and the end of its WAL is read by replaying it read-only,
+  so the loss is measured in bytes and reported (a loss above zero needs dr_force), and agrees with the commits the
+  load saw acknowledged and the promoted server lacks; restarted by hand it comes up read-only.
+Either way: exactly one writable PostgreSQL, the old Redis a replica of the new one, and the promoted primary does
+not wait for its fenced standby.
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ from typing import Any
 
 import psycopg
 import pytest
-from test_dr import CONFIRM, DataServers, has_trade, in_recovery, insert_trade, wait_for
+from test_dr import CONFIRM, DataServers, has_trade, in_recovery, insert_trade, pg_ctl, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 # (test_dr's module-level skip already applies on import when postgresql-15 or redis-server is missing.)
 
 ACKED_BEFORE_KILL = 300  # acknowledged commits before the SIGKILL
+DISK_LOST = "data.disk-lost"  # where the sync outage moves the old primary's data directory (its disk is lost)
 
 
 @pytest.fixture(scope="module", params=["sync", "async"])
@@ -82,11 +86,18 @@ def runs_this_server(pid: int, data: Path) -> bool:
         return False
 
 
+def old_data(servers: DataServers) -> Path:
+    """The old primary's data directory: where the role keeps it, or where the sync outage "lost" it."""
+    data = servers.pg_dir("pg-primary") / "data"
+    lost = data.with_name(DISK_LOST)
+    return lost if lost.exists() else data
+
+
 def forget_killed_postmaster(servers: DataServers) -> None:
     """After the SIGKILL the old primary's postmaster.pid names a dead process: remove it so that
     DataServers.stop() does not signal whatever process has reused that pid, and remove the killed server's
     System V shared memory segment once nothing is attached (its creator pid and key checked)."""
-    data = servers.pg_dir("pg-primary") / "data"
+    data = old_data(servers)
     try:
         lines = (data / "postmaster.pid").read_text().splitlines()
     except OSError:
@@ -158,8 +169,7 @@ def require_failover(run: dict[str, Any]) -> None:
         pytest.skip("the unplanned failover did not complete (see the first test of this mode)")
 
 
-def test_sigkill_of_the_old_primary_then_failover_only_once_the_region_is_declared_lost(
-        servers: DataServers, mode: str, run: dict[str, Any]) -> None:
+def test_sigkill_of_the_old_primary_then_failover(servers: DataServers, mode: str, run: dict[str, Any]) -> None:
     # The commit mode is in effect: sync waits for pg-dr's flush, async does not.
     expected = "sync" if mode == "sync" else "async"
     wait_for(lambda: replication_state(servers)[1] == expected, what=f"pg-dr streaming as a {expected} standby")
@@ -182,10 +192,40 @@ def test_sigkill_of_the_old_primary_then_failover_only_once_the_region_is_declar
     killed_at = time.monotonic()
     load.thread.join(timeout=60)
     assert not load.thread.is_alive(), "the write load still commits after the SIGKILL of the primary"
-    run.update(acked=list(load.acked), killed_pid=pid)
+    run.update(acked=list(load.acked), killed_pid=pid, killed_at=killed_at)
     print(f"\n{mode}: {len(load.acked)} commits acknowledged before the SIGKILL (then: {load.error!r})")
     wait_for(lambda: not accepts_connections(servers, "pg-primary"), what="the killed primary gone")
+    if mode == "sync":
+        # The host is gone with its disk.
+        data = servers.pg_dir("pg-primary") / "data"
+        data.rename(data.with_name(DISK_LOST))
+    else:
+        # The crash leaves the data directory on a host Ansible reaches: no declaration needed.
+        failover_of_a_crashed_primary(servers, run)
 
+
+def failover_of_a_crashed_primary(servers: DataServers, run: dict[str, Any]) -> None:
+    """The async outage: the first run fences the crashed primary on its disk and measures the loss; a loss above
+    zero stops it before the promotion (dr_force accepts it), the second run goes ahead."""
+    extra = {**CONFIRM, "dr_reason": "unplanned drill (async, crashed primary)", "dr_catchup_timeout": 5}
+    first = servers.run("dr-failover.yml", extra_vars=extra)
+    runs = [first]
+    if first.rc != 0:
+        messages = " ".join("\n".join(first.failure_messages()).split())
+        assert "did not replay everything" in messages and "dr_force=true" in messages, first.explain()
+        assert in_recovery(servers, "pg-dr"), "promoted although the loss was refused"
+        runs.append(servers.run("dr-failover.yml", extra_vars={**extra, "dr_force": True}))
+    assert runs[-1].rc == 0, runs[-1].explain()
+    run.update(failed_over=True, report=report_of(servers), forced=len(runs) > 1)
+    print(f"async: {'refused, then forced' if len(runs) > 1 else 'no loss'}; "
+          f"{time.monotonic() - run['killed_at']:.1f} s from the SIGKILL to the promoted region")
+
+
+def test_a_primary_that_cannot_be_fenced_needs_the_declaration(servers: DataServers, mode: str,
+                                                               run: dict[str, Any]) -> None:
+    if mode != "sync":
+        pytest.skip("the async outage leaves the disk: the old primary is fenced on it without a declaration")
+    assert "acked" in run, "the SIGKILL did not happen (see the first test of this mode)"
     # Not declared lost: refused before anything is written; nothing promoted.
     refused = servers.run("dr-failover.yml", extra_vars=CONFIRM)
     assert refused.rc != 0, "promoted although the old primary could be neither fenced nor measured"
@@ -198,58 +238,69 @@ def test_sigkill_of_the_old_primary_then_failover_only_once_the_region_is_declar
     assert servers.redis("redis-primary").get("sapphire:halt") is None
     assert servers.redis("redis-dr").info("replication")["role"] == "slave"
 
-    # Declared lost: the failover goes ahead. The RPO gate's lag is the time since pg-dr last heard from the
-    # old primary, well under dr_rpo_seconds 300.
-    since_kill = time.monotonic() - killed_at
+    # Declared lost: the failover goes ahead.
     result = servers.run("dr-failover.yml", extra_vars={**CONFIRM, "dr_old_region_lost": True,
                                                         "dr_reason": f"unplanned drill ({mode})"})
     assert result.rc == 0, result.explain()
     run["failed_over"] = True
     report = report_of(servers)
-    lag = report["lag_at_switch"]["postgres"]
     run.update(report=report)
-    print(f"{mode}: RPO gate saw PostgreSQL lag {lag['lag_seconds']} s ({lag['how']}) at about {since_kill:.1f} s "
-          f"after the SIGKILL; RTO {report['rto_seconds']} s ({report['rto']})")
+    lag = report["lag_at_switch"]["postgres"]
+    print(f"{mode}: RPO gate saw PostgreSQL lag {lag['lag_seconds']} s ({lag['how']}) at about "
+          f"{time.monotonic() - run['killed_at']:.1f} s after the SIGKILL; RTO {report['rto_seconds']} s")
     assert lag["lag_seconds"] is not None and lag["lag_seconds"] <= 300, lag
     assert report["old_region_lost"] is True and report["forced"] is False
 
 
-def test_acknowledged_commits_on_the_promoted_server_and_the_loss_reported_as_not_measured(
+def test_acknowledged_commits_on_the_promoted_server_and_the_loss_reported(
         servers: DataServers, mode: str, run: dict[str, Any]) -> None:
     require_failover(run)
     acked: list[str] = run["acked"]
     with servers.admin("pg-dr") as conn:
         found = {row[0] for row in conn.execute("SELECT order_id FROM trades WHERE order_id = ANY(%s)", (acked,))}
     missing = [order_id for order_id in acked if order_id not in found]
-    print(f"\n{mode} unplanned failover: {len(missing)} of {len(acked)} acknowledged commits lost")
-    if mode == "sync":
-        assert missing == [], f"synchronous commit: {len(missing)} acknowledged commits lost: {missing[:5]}"
-
-    # Either way the report does not claim a measured loss: the old primary's last position is unknown.
     report = run["report"]
-    assert report["rpo"].startswith("not measured"), report["rpo"]
-    assert "old primary was not reached" in report["rpo"], report["rpo"]
-    assert report["loss"]["postgres"]["measured"] is False, report["loss"]
-    assert report["fence_verified"] is False
-    assert "PostgreSQL pg-primary" in report["not_fenced"], report["not_fenced"]
-    assert not any("Redis" in item for item in report["not_fenced"]), report["not_fenced"]
+    loss = report["loss"]["postgres"]
+    print(f"\n{mode} unplanned failover: {len(missing)} of {len(acked)} acknowledged commits lost; the report: "
+          f"{report['rpo']} (PostgreSQL loss {loss})")
     last = servers.state()["history"][-1]
-    assert last["operation"] == "failover" and last["to"] == "dr" and last["fence_verified"] is False
-    assert last["rpo"] == report["rpo"]
+    assert last["operation"] == "failover" and last["to"] == "dr" and last["rpo"] == report["rpo"]
     assert report["rto"].startswith("met") and report["rto_seconds"] > 0, report["rto"]
     markdown = Path(last["report"]).with_suffix(".md").read_text()
-    assert "fence verified: NO" in markdown and "PostgreSQL pg-primary" in markdown, markdown
+    if mode == "sync":
+        assert missing == [], f"synchronous commit: {len(missing)} acknowledged commits lost: {missing[:5]}"
+        # Declared lost: the report does not claim a measured loss.
+        assert report["rpo"].startswith("not measured") and "old primary was not reached" in report["rpo"]
+        assert loss["measured"] is False and report["fence_verified"] is False
+        assert "PostgreSQL pg-primary" in report["not_fenced"], report["not_fenced"]
+        assert not any("Redis" in item for item in report["not_fenced"]), report["not_fenced"]
+        assert "fence verified: NO" in markdown and "PostgreSQL pg-primary" in markdown, markdown
+    else:
+        # Fenced on its disk and measured: the bytes the promoted server lacks, consistent with what the load saw.
+        assert loss["measured"] is True and report["fence_verified"] is True and report["not_fenced"] == []
+        assert (loss["bytes"] > 0) == run["forced"], (loss, run["forced"])
+        if missing:
+            assert loss["bytes"] > 0, f"{len(missing)} acknowledged commits missing but a loss of {loss}"
+        fence = next(step for step in report["steps"] if step["step"] == "fence")
+        assert "end of its own WAL" in fence["detail"]["postgres_last_lsn_from"], fence
+        assert not report["rpo"].startswith("not measured"), report["rpo"]
 
 
 def test_exactly_one_writable_postgres_and_the_reachable_old_redis_fenced(
         servers: DataServers, mode: str, run: dict[str, Any]) -> None:
     require_failover(run)
     assert not in_recovery(servers, "pg-dr")
-    # The killed primary: nothing restarted it (its stale postmaster.pid names the dead process).
-    data = servers.pg_dir("pg-primary") / "data"
+    # The killed primary is not running, and cannot come back as a primary.
+    data = old_data(servers)
     assert not runs_this_server(run["killed_pid"], data)
-    assert postmaster_pid(servers, "pg-primary") == run["killed_pid"], "pg-primary was restarted"
     assert not accepts_connections(servers, "pg-primary"), "the old primary accepts connections again"
+    if mode == "async":
+        assert (data / "standby.signal").exists(), "the crashed primary was not fenced on its disk"
+        pg_ctl(servers, "pg-primary", "start")  # an operator restarts it by hand: it comes up read-only
+        try:
+            assert in_recovery(servers, "pg-primary")
+        finally:
+            pg_ctl(servers, "pg-primary", "stop")
     order_id = f"after-{mode}-{uuid.uuid4().hex[:12]}"
     with servers.app("pg-dr") as conn:
         insert_trade(conn, order_id)

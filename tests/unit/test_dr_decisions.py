@@ -158,6 +158,36 @@ def test_an_unreachable_old_primary_is_refused_unless_the_old_region_is_declared
     assert "not measured" in declared["services"]["postgres"]["how"]
 
 
+def crashed(running: bool = False, data: bool = True) -> dict[str, Any]:
+    """An old primary that does not answer, probed on its host."""
+    return {**pg_result("primary", reachable=False), "probe": {"data": data, "running": running}}
+
+
+def test_an_old_primary_down_on_a_reachable_host_is_fenced_on_its_disk_without_a_declaration() -> None:
+    gate = dr.preflight(plan(), measured(pg_old=crashed()), 300)
+    assert gate["allowed"] and gate["fence_verified"] is True, gate
+    assert gate["fence"]["postgres"] == "pg-primary" and gate["fence"]["not_fenced"] == []
+    assert gate["services"]["postgres"]["old_down_on_host"] is True
+    assert "fenced on its disk" in gate["services"]["postgres"]["how"]
+
+
+@pytest.mark.parametrize("probe", [{"running": True}, {"data": False}], ids=["postmaster-still-there", "no-data"])
+def test_an_old_primary_that_cannot_be_fenced_on_its_disk_still_needs_the_declaration(probe: dict[str, bool]) -> None:
+    gate = dr.preflight(plan(), measured(pg_old=crashed(**probe)), 300)
+    assert not gate["allowed"] and "dr_old_region_lost=true" in gate["refuse"][0]
+    assert gate["unreachable_old"] == ["PostgreSQL pg-primary"]
+
+
+def test_the_probe_reaches_the_preflight_through_the_measurements() -> None:
+    the_plan = plan()
+    hostvars = {"pg-primary": {"__dr_pg_measured": pg_result("primary", reachable=False),
+                               "postgres_probe": {"data": "True", "running": "False"}},
+                "pg-dr": {"__dr_pg_measured": pg_result("standby", lsn="0/3000000", replay_lsn="0/3000000")}}
+    found = dr.measurements(the_plan, hostvars)
+    assert found["postgres"]["old"]["probe"] == {"data": "True", "running": "False"}
+    assert dr.down_on_reachable_host(found["postgres"]["old"])
+
+
 def test_an_unreachable_new_server_is_refused_even_forced_and_declared() -> None:
     gate = dr.preflight(plan(), measured(pg_new=pg_result("standby", reachable=False)), 300, force=True,
                         old_region_lost=True)
