@@ -44,24 +44,40 @@ def _pick_new(servers: list[dict[str, Any]], target: str) -> dict[str, Any] | No
     return mine[0] if mine else None
 
 
+# Providers of external data services (<service>_external_provider) whose promotion dr-failover carries out.
+SWITCHED_PROVIDERS = {"self_managed"}
 MODE_REFUSALS = {
-    "external": "{name} is a service outside the clusters ({service}_mode external): dr-failover cannot promote it "
-                "yet and would switch the platform to an endpoint nobody promoted. Fail it over in its provider "
-                "and point the inventory at the new endpoint",
     "kubernetes": "each region's in-cluster {name} ({service}_mode kubernetes) is a standalone database with no "
                   "replica in the other region: a failover would land on an empty one",
 }
 
 
-def mode_problems(modes: Mapping[str, Any] | None) -> list[str]:
-    """Why the data services' modes cannot be switched: only host mode has a replica in the other region that this
-    toolkit can promote (sapphire_dr_plan's `modes`, {service: <service>_mode})."""
+def mode_problems(modes: Mapping[str, Any] | None, topology: Mapping[str, Any] | None = None) -> list[str]:
+    """Why the data services cannot be switched (sapphire_dr_plan's `modes`, {service: <service>_mode}). Host mode
+    has a replica in the other region that the roles promote on its host. External mode is switched over the network
+    when the service's endpoints (group <service>_endpoints) are declared and their provider is one this toolkit
+    promotes (SWITCHED_PROVIDERS); the others are refused with what to do instead."""
     problems = []
     for service in SERVICES:
         mode = str((modes or {}).get(service) or "host")
-        if mode != "host":
+        if mode == "host":
+            continue
+        if mode != "external":
             problems.append(MODE_REFUSALS.get(mode, "{service}_mode " + mode + " is not one dr-failover switches")
                             .format(name=NAMES[service], service=service))
+            continue
+        servers = list(((topology or {}).get(service) or {}).get("servers") or [])
+        if not servers:
+            problems.append(f"{NAMES[service]} is a service outside the clusters ({service}_mode external) with no "
+                            f"endpoint declared per region (hosts of group {service}_endpoints with sapphire_region, "
+                            f"{service}_external_host, {service}_external_port and {service}_external_provider): "
+                            "there is nothing to promote")
+            continue
+        other = sorted({item.get("provider") or "unset" for item in servers} - SWITCHED_PROVIDERS)
+        if other:
+            problems.append(f"{NAMES[service]} provider {', '.join(other)} ({service}_external_provider) is not one "
+                            f"dr-failover promotes (it promotes {', '.join(sorted(SWITCHED_PROVIDERS))}): fail it over "
+                            "in the provider and point the endpoints at the new primary")
     return problems
 
 
@@ -75,14 +91,15 @@ def plan(topology: Mapping[str, Any], target: str, operation: str = "failover",
     regions = dict((topology.get("clusters") or {}).get("by_region") or {})
     layout: dict[str, dict[str, Any]] = {}
     services: dict[str, dict[str, Any]] = {}
-    problems: list[str] = mode_problems(modes)
+    problems: list[str] = mode_problems(modes, topology)
     for service, (role_key, upstream_key, follower) in SERVICES.items():
         servers = list((topology.get(service) or {}).get("servers") or [])
         new = _pick_new(servers, target)
         olds = [item for item in servers if item["role"] == "primary" and (new is None or item["host"] != new["host"])]
         olds.sort(key=lambda item: (item["region"] != source, item["host"]))
         old = olds[0] if olds else None
-        services[service] = {"new": new, "old": old, "others": [item for item in olds[1:]]}
+        services[service] = {"new": new, "old": old, "others": [item for item in olds[1:]],
+                             "provider": (new or old or {}).get("provider", "")}
         if servers and new is None:
             problems.append(f"region {target} has no {service} server (a host of {service}_hosts with sapphire_region "
                             f"{target}) to promote")
@@ -199,6 +216,16 @@ def preflight(the_plan: Mapping[str, Any], measured: Mapping[str, Any], rpo_seco
                                  "old_reachable": _reachable(old, service) if old_ep else None,
                                  "how": "new unreachable"}
             continue
+        if service == "postgres" and new.get("role") == "primary" and _truthy(new.get("read_only")):
+            live = f" {old_ep['host']}" if old_ep else ""
+            refuse.append(f"PostgreSQL {new_ep['host']} is a former primary fenced read-only by an earlier switch, not "
+                          f"a standby of the live primary{live}: it has a history of its own since the fork. Its owner "
+                          "must re-seed it as a standby of the live primary (pg_basebackup, or pg_rewind) before it "
+                          "can be promoted")
+            services[service] = {"measured": False, "lag_bytes": None, "lag_seconds": None,
+                                 "old_reachable": _reachable(old, service) if old_ep else None,
+                                 "how": "a fenced former primary, not a standby"}
+            continue
         old_reachable = _reachable(old, service) if old_ep else None
         down_on_host = bool(old_ep) and service == "postgres" and down_on_reachable_host(old)
         if old_ep and not old_reachable and not down_on_host:
@@ -305,16 +332,24 @@ def check_walk(the_plan: Mapping[str, Any], gate: Mapping[str, Any], catchup_sec
         lines.append(f"fence: would scale the agents, the accelerated agents and the coordinator of "
                      f"{', '.join(fence['clusters'])} to zero, remove their exchange egress policies and stop the "
                      "workload")
-    if fence.get("postgres"):
+    remote = {service: (the_plan.get(service) or {}).get("provider") not in (None, "", "host") for service in SERVICES}
+    if fence.get("postgres") and remote["postgres"]:
+        lines.append(f"fence: would forbid the application login of PostgreSQL {fence['postgres']} "
+                     f"({pg['provider']}, over the network with the administrative login), make its new transactions "
+                     "read-only, end the application's sessions and read its last WAL position")
+    elif fence.get("postgres"):
         lines.append(f"fence: would stop PostgreSQL {fence['postgres']} with standby.signal (its pg_controldata is "
                      "read for real)")
     for name in fence.get("not_fenced") or []:
         lines.append(f"fence: NOT fenced, declared lost: {name}")
     lines.append(f"fence: would wait up to {catchup_seconds} s for {host(pg.get('new'))} and {host(rd.get('new'))} "
                  "to replay what the fenced primaries wrote, and measure the loss")
-    lines.append(f"promote: would pg_promote {host(pg.get('new'))} and REPLICAOF NO ONE {host(rd.get('new'))}, write "
-                 f"epoch {the_plan.get('epoch')} into both"
-                 + (f", and make Redis {fence['redis']} a replica of {host(rd.get('new'))} (its data copied aside)"
+    over = {service: f" ({(the_plan.get(service) or {}).get('provider')}, over the network)" if remote[service] else ""
+            for service in SERVICES}
+    copied = "its dataset copied to the controller first" if remote["redis"] else "its data copied aside"
+    lines.append(f"promote: would pg_promote {host(pg.get('new'))}{over['postgres']} and REPLICAOF NO ONE "
+                 f"{host(rd.get('new'))}{over['redis']}, write epoch {the_plan.get('epoch')} into both"
+                 + (f", and make Redis {fence['redis']} a replica of {host(rd.get('new'))} ({copied})"
                     if fence.get("redis") else ""))
     live = ", ".join((the_plan.get("clusters") or {}).get("live") or []) or "no cluster"
     lines.append(f"switch: would bring up {live} (namespace egress, agents, coordinator, workload with the new epoch)")

@@ -28,26 +28,38 @@ def _get(host: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def endpoint(host: Mapping[str, Any], service: str, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """{host, address, port, region, role} of one data host as the controller and the clusters reach it;
-    its role from the platform state's overrides when they name one, else from the inventory."""
+def endpoint(host: Mapping[str, Any], service: str, overrides: Mapping[str, Any] | None = None,
+             external: bool = False) -> dict[str, Any]:
+    """{host, address, port, region, role, provider} of one data server as the controller and the clusters reach
+    it; its role from the platform state's overrides when they name one, else from the inventory.
+
+    A data host (host mode) is a machine the roles log in to: provider `host`. An external endpoint (a host of
+    group <service>_endpoints, external mode) is a server reached over the network only: its address and port are
+    <service>_external_host / _port and its provider <service>_external_provider (self_managed, rds, ...)."""
     role_key, _, port_key, default_port = SERVICES[service]
     name = str(_get(host, "inventory_hostname", ""))
-    local = _get(host, "ansible_connection", "ssh") == "local"
-    address = _get(host, f"{service}_address") or _get(host, "ansible_host") or ("127.0.0.1" if local else name)
+    if external:
+        address = _get(host, f"{service}_external_host") or name
+        port_key = f"{service}_external_port"
+        provider = str(_get(host, f"{service}_external_provider", "") or "unset")
+    else:
+        local = _get(host, "ansible_connection", "ssh") == "local"
+        address = _get(host, f"{service}_address") or _get(host, "ansible_host") or ("127.0.0.1" if local else name)
+        provider = "host"
     try:
         port = int(_get(host, port_key, default_port))
     except (TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"{port_key} of {name} is not a port number") from exc
     return {"host": name, "address": str(address), "port": port,
             "region": str(_get(host, "sapphire_region", "primary")),
-            "role": str(((overrides or {}).get(name) or {}).get(role_key) or _get(host, role_key, ""))}
+            "role": str(((overrides or {}).get(name) or {}).get(role_key) or _get(host, role_key, "")),
+            "provider": provider}
 
 
 def _service(hosts: list[Mapping[str, Any]], service: str, live_region: str,
-             overrides: Mapping[str, Any]) -> dict[str, Any]:
+             overrides: Mapping[str, Any], external: bool = False) -> dict[str, Any]:
     _, primary_role, _, _ = SERVICES[service]
-    servers = [endpoint(host, service, overrides) for host in hosts or []]
+    servers = [endpoint(host, service, overrides, external) for host in hosts or []]
     primaries = [item for item in servers if item["role"] == primary_role]
     # The live region's primary first: it is the one that takes writes.
     primaries.sort(key=lambda item: (item["region"] != live_region, item["host"]))
@@ -65,12 +77,22 @@ def _service(hosts: list[Mapping[str, Any]], service: str, live_region: str,
 
 def topology(clusters: list[Mapping[str, Any]], redis_hosts: list[Mapping[str, Any]],
              postgres_hosts: list[Mapping[str, Any]], state: Mapping[str, Any] | None = None,
-             redis_mode: str = "host", postgres_mode: str = "host") -> dict[str, Any]:
+             redis_mode: str = "host", postgres_mode: str = "host",
+             endpoints: Mapping[str, list[Mapping[str, Any]]] | None = None) -> dict[str, Any]:
     """Filter: the topology from the hostvars of the clusters and data hosts and the platform state
-    ({live_region, epoch, host_overrides}). Data services not in host mode have no servers here."""
+    ({live_region, epoch, host_overrides}). A data service in host mode has the hosts of <service>_hosts as its
+    servers; in external mode the hosts of group <service>_endpoints (endpoints: {redis: [...], postgres: [...]},
+    hostvars), one per region; in kubernetes mode none."""
     state = state or {}
     live_region = str(state.get("live_region") or "primary")
     overrides = state.get("host_overrides") or {}
+    endpoints = endpoints or {}
+
+    def servers(service: str, hosts: list[Mapping[str, Any]], mode: str) -> dict[str, Any]:
+        if mode == "external":
+            return _service(list(endpoints.get(service) or []), service, live_region, overrides, external=True)
+        return _service(hosts if mode == "host" else [], service, live_region, overrides)
+
     regions: dict[str, list[str]] = {}
     for cluster in clusters or []:
         regions.setdefault(str(_get(cluster, "sapphire_region", "primary")), []).append(
@@ -79,9 +101,48 @@ def topology(clusters: list[Mapping[str, Any]], redis_hosts: list[Mapping[str, A
         "live_region": live_region,
         "epoch": int(state.get("epoch") or 0),
         "clusters": {"by_region": regions, "live": regions.get(live_region, [])},
-        "redis": _service(redis_hosts if redis_mode == "host" else [], "redis", live_region, overrides),
-        "postgres": _service(postgres_hosts if postgres_mode == "host" else [], "postgres", live_region, overrides),
+        "redis": servers("redis", redis_hosts, redis_mode),
+        "postgres": servers("postgres", postgres_hosts, postgres_mode),
     }
+
+
+def external_target(topo: Mapping[str, Any] | None, service: str,
+                    promoted: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Filter: {address, port} of the external endpoint a cluster's Service `service` leads to: the server a DR switch
+    just promoted (promoted: its plan's new endpoint), else the topology's primary among the endpoints declared per
+    region (after a failover the platform state makes the promoted one the primary). {} when the service declares no
+    endpoints: the single postgres_external_host / redis_external_host of the inventory is used as before."""
+    chosen = promoted or ((topo or {}).get(service) or {}).get("primary")
+    return {"address": str(chosen["address"]), "port": int(chosen["port"])} if chosen else {}
+
+
+def service_checks(services: list[Mapping[str, Any]] | None, expected: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Filter: the agents' view against the live primaries: for each service of `expected` ({postgres: {address,
+    port}, redis: ...}, sapphire_external_target), whether the cluster's Service of that name leads there (its
+    sapphire.io/<service>-endpoint annotation, written with its EndpointSlice or ExternalName). A check per service,
+    {name, status, msg, value, threshold}: fail when the Service is missing or leads elsewhere (after a failover the
+    agents would write to the fenced server)."""
+    found = {str((item.get("metadata") or {}).get("name")): item for item in services or []}
+    checks = []
+    for service, target in sorted(expected.items()):
+        if not target:
+            continue
+        want = f"{target['address']}:{target['port']}"
+        item = found.get(service)
+        annotations = ((item or {}).get("metadata") or {}).get("annotations") or {}
+        have = annotations.get(f"sapphire.io/{service}-endpoint")
+        name = f"{service}_service_target"
+        if item is None:
+            checks.append({"name": name, "status": "fail", "value": None, "threshold": want,
+                           "msg": f"no Service {service}: the agents cannot reach the live primary {want}"})
+        elif have != want:
+            checks.append({"name": name, "status": "fail", "value": have, "threshold": want,
+                           "msg": f"Service {service} leads to {have or 'an unknown endpoint'}, not to the live primary "
+                                  f"{want}: run deploy.yml (or finish the DR switch) to point it there"})
+        else:
+            checks.append({"name": name, "status": "ok", "value": have, "threshold": want,
+                           "msg": f"Service {service} leads to the live primary {want}"})
+    return checks
 
 
 def halt_targets(topo: dict[str, Any]) -> list[dict[str, Any]]:
@@ -183,6 +244,7 @@ class FilterModule:
 
     def filters(self) -> dict[str, Any]:
         return {"sapphire_topology": topology, "sapphire_halt_targets": halt_targets,
+                "sapphire_external_target": external_target, "sapphire_service_checks": service_checks,
                 "sapphire_state_source": state_source, "sapphire_state_normalize": normalize_state,
                 "sapphire_state_cluster": state_cluster, "sapphire_lock_holder": lock_holder,
                 "sapphire_postgres_standbys": postgres_standbys, "sapphire_postgres_slot": postgres_slot}

@@ -137,6 +137,12 @@ role:
   description: primary or standby.
   returned: when the server was reachable
   type: str
+read_only:
+  description:
+    - Whether new transactions are read-only (C(default_transaction_read_only)): a primary fenced over the network
+      by a DR switch (postgres role, remote_fence) takes no application write.
+  returned: when the server was reachable
+  type: bool
 position:
   description:
     - Where this server is in the WAL stream, for a DR switch to measure the lag and the loss in bytes. C(lsn) is
@@ -182,7 +188,9 @@ DEFAULT_TABLES = ["trades", "agent_decisions", "signals", "liquidations", "whale
 Q_BASICS = """
 SELECT version(), pg_is_in_recovery(), current_setting('max_connections')::int,
        (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')::int,
-       current_setting('archive_mode')
+       current_setting('archive_mode'),
+       -- the server's default, not this session's (the module's own session is SET read-only)
+       (SELECT reset_val FROM pg_settings WHERE name = 'default_transaction_read_only') = 'on'
 """
 Q_PRIMARY_REPLICATION = """
 SELECT coalesce(application_name, ''), coalesce(client_addr::text, 'local'), state, sync_state,
@@ -238,9 +246,9 @@ ORDER BY age DESC LIMIT 10
 def gather(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     """Everything the checks need, read in one short read-only session."""
     facts: dict[str, Any] = {}
-    version, in_recovery, max_conn, connections, archive_mode = conn.execute(Q_BASICS).fetchone()
+    version, in_recovery, max_conn, connections, archive_mode, read_only = conn.execute(Q_BASICS).fetchone()
     facts.update(version=version, in_recovery=bool(in_recovery), max_connections=max_conn,
-                 connections=connections, archive_mode=archive_mode)
+                 connections=connections, archive_mode=archive_mode, read_only=bool(read_only))
     if in_recovery:
         lag_bytes, lag_seconds, status, sender = conn.execute(Q_STANDBY_REPLICATION).fetchone()
         facts["standby"] = {"lag_bytes": lag_bytes, "lag_seconds": lag_seconds, "receiver": status, "sender": sender}
@@ -458,6 +466,9 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
     result["checks"].extend(checks)
     result["standbys"] = standbys
     result["role"] = "standby" if facts["in_recovery"] else "primary"
+    # A primary whose new transactions are read-only (default_transaction_read_only, as a remote fence leaves it)
+    # takes no application write: a DR verification does not count it as writable.
+    result["read_only"] = facts.get("read_only", False)
     result["position"] = facts.get("position", {})
     return finish(result)
 

@@ -211,11 +211,12 @@ def in_recovery(servers: DataServers, host: str) -> bool:
 
 
 class WriteLoad:
-    """Writes to the primaries of the home region as fast as they take them (autocommit trades, Redis SETs) until
-    each refuses, and keeps what each acknowledged: what a failover must not lose."""
+    """Writes to the primaries of the home region (or of the region named) as fast as they take them (autocommit
+    trades, Redis SETs) until each refuses, and keeps what each acknowledged: what a failover must not lose."""
 
-    def __init__(self, servers: DataServers) -> None:
+    def __init__(self, servers: DataServers, region: str = "primary") -> None:
         self.servers = servers
+        self.pg_host, self.redis_host = f"pg-{region}", f"redis-{region}"
         self.acked: dict[str, list[str]] = {"postgres": [], "redis": []}
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._postgres, daemon=True),
@@ -234,7 +235,7 @@ class WriteLoad:
 
     def _postgres(self) -> None:
         try:
-            with self.servers.app("pg-primary") as conn:
+            with self.servers.app(self.pg_host) as conn:
                 conn.autocommit = True
                 while not self.stopping.is_set():
                     order_id = f"load-{uuid.uuid4().hex[:16]}"
@@ -245,7 +246,7 @@ class WriteLoad:
             return  # the fence stopped the old primary: nothing more is acknowledged
 
     def _redis(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.servers.ports["redis-primary"],
+        client = redis.Redis(host="127.0.0.1", port=self.servers.ports[self.redis_host],
                              password=self.servers.secrets["redis_password"], socket_timeout=600)
         try:
             while not self.stopping.is_set():

@@ -84,6 +84,51 @@ def test_a_switch_of_services_this_toolkit_cannot_promote_is_a_problem(modes: di
         assert text in problem, problem
 
 
+def external(provider: str = "self_managed", redis_provider: str | None = None) -> dict[str, Any]:
+    """The two regions' servers declared as external endpoints (groups postgres_endpoints, redis_endpoints)."""
+    def endpoints(service: str, hosts: list[dict[str, Any]], chosen: str) -> list[dict[str, Any]]:
+        return [{**host, f"{service}_external_host": "127.0.0.1",
+                 f"{service}_external_port": host.get(f"{service}_port", 5432),
+                 f"{service}_external_provider": chosen} for host in hosts]
+    return {"postgres": endpoints("postgres", POSTGRES, provider),
+            "redis": endpoints("redis", REDIS, redis_provider or provider)}
+
+
+EXTERNAL = {"postgres": "external", "redis": "external"}
+
+
+def test_self_managed_endpoints_are_switched_over_the_network() -> None:
+    topology = topo.topology(CLUSTERS, [], [], None, "external", "external", external())
+    result = dr.plan(topology, "dr", "failover", EXTERNAL)
+    assert result["problems"] == []
+    assert result["postgres"]["provider"] == "self_managed" and result["redis"]["provider"] == "self_managed"
+    assert (result["postgres"]["new"]["host"], result["postgres"]["old"]["host"]) == ("pg-dr", "pg-primary")
+    assert result["postgres"]["new"]["port"] == 15433
+    assert result["layout"]["redis-primary"] == {"redis_replication_role": "replica", "redis_replica_of": "redis-dr"}
+
+
+@pytest.mark.parametrize("provider", ["rds", "elasticache", "unset"])
+def test_a_provider_dr_failover_does_not_promote_is_refused_by_name(provider: str) -> None:
+    topology = topo.topology(CLUSTERS, [], [], None, "external", "external", external("self_managed", provider))
+    problems = dr.plan(topology, "dr", "failover", EXTERNAL)["problems"]
+    assert len(problems) == 1 and f"Redis provider {provider} (redis_external_provider)" in problems[0], problems
+
+
+def test_a_fenced_former_primary_is_not_promoted_back_before_its_owner_reseeds_it() -> None:
+    """self_managed failback: the old primary was fenced read-only over the network and kept its own history; only
+    its owner can make it a standby again. Promoting it (it reads as a primary) would lose the DR period."""
+    topology = topo.topology(CLUSTERS, [], [], FAILED_OVER | {"live_region": "dr"}, "external", "external",
+                             external())
+    back = dr.plan(topology, "primary", "failback", EXTERNAL)
+    fenced = pg_result("primary", lsn="0/5000000") | {"read_only": True}
+    gate = dr.preflight(back, measured(pg_new=fenced, pg_old=pg_result("primary", lsn="0/6000000")), 300, force=True)
+    assert not gate["allowed"]
+    assert any("pg-primary is a former primary fenced read-only" in reason and "re-seed" in reason
+               for reason in gate["refuse"]), gate["refuse"]
+    reseeded = pg_result("standby", lsn="0/6000000", replay_lsn="0/6000000", replay_delay_seconds=0.0)
+    assert dr.preflight(back, measured(pg_new=reseeded, pg_old=pg_result("primary", lsn="0/6000000")), 300)["allowed"]
+
+
 def test_host_mode_services_are_no_problem() -> None:
     topology = topo.topology(CLUSTERS, REDIS, POSTGRES, None)
     assert dr.plan(topology, "dr", "failover", {"postgres": "host", "redis": "host"})["problems"] == []

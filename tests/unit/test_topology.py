@@ -42,7 +42,7 @@ def test_home_layout_from_the_inventory() -> None:
     topo = topology()
     assert topo["live_region"] == "primary" and topo["epoch"] == 0
     assert topo["redis"]["primary"] == {"host": "redis-primary", "address": "127.0.0.1", "port": 16379,
-                                        "region": "primary", "role": "primary"}
+                                        "region": "primary", "role": "primary", "provider": "host"}
     assert topo["postgres"]["primary"]["address"] == "10.0.0.5" and topo["postgres"]["primary"]["port"] == 5432
     assert [item["host"] for item in topo["postgres"]["replicas"]] == ["pg-b"]
     assert topo["clusters"]["live"] == ["local-primary"]
@@ -72,6 +72,36 @@ def test_halt_targets_the_live_primary_first_then_every_other_redis() -> None:
 def test_services_outside_host_mode_have_no_servers() -> None:
     topo = topology(postgres_mode="kubernetes")
     assert topo["postgres"]["primary"] is None and topo["postgres"]["servers"] == []
+
+
+ENDPOINTS = {
+    "postgres": [{"inventory_hostname": "pg-east", "sapphire_region": "primary", "postgres_external_host": "10.1.0.5",
+                  "postgres_external_port": 5433, "postgres_replication_role": "primary",
+                  "postgres_external_provider": "self_managed", "postgres_port": 15432},
+                 {"inventory_hostname": "pg-west", "sapphire_region": "dr", "postgres_external_host": "pg.west",
+                  "postgres_replication_role": "standby", "postgres_external_provider": "self_managed"}],
+    "redis": [{"inventory_hostname": "redis-east", "sapphire_region": "primary", "redis_replication_role": "primary"}],
+}
+
+
+def test_external_mode_takes_the_declared_endpoints_with_their_provider() -> None:
+    topo = topology(postgres_mode="external", redis_mode="external", endpoints=ENDPOINTS)
+    assert topo["postgres"]["primary"] == {"host": "pg-east", "address": "10.1.0.5", "port": 5433,
+                                           "region": "primary", "role": "primary", "provider": "self_managed"}
+    west = topo["postgres"]["by_region"]["dr"]["replicas"][0]
+    assert (west["address"], west["port"], west["provider"]) == ("pg.west", 5432, "self_managed")
+    # Without a provider the endpoint says so (a DR plan refuses it).
+    assert topo["redis"]["primary"]["provider"] == "unset" and topo["redis"]["primary"]["address"] == "redis-east"
+    # The data hosts of host mode are not servers of an external service, nor the endpoints of a host-mode one.
+    assert [item["host"] for item in topo["postgres"]["servers"]] == ["pg-east", "pg-west"]
+    assert [item["host"] for item in topology(endpoints=ENDPOINTS)["postgres"]["servers"]] == ["pg-a", "pg-b"]
+
+
+def test_after_a_failover_the_state_decides_the_external_primary_too() -> None:
+    state = {"live_region": "dr", "host_overrides": {"pg-west": {"postgres_replication_role": "primary"},
+                                                     "pg-east": {"postgres_replication_role": "standby"}}}
+    topo = topology(state, postgres_mode="external", endpoints=ENDPOINTS)
+    assert topo["postgres"]["primary"]["host"] == "pg-west" and topo["postgres"]["primary"]["address"] == "pg.west"
 
 
 READ_OK = {"reachable": 2, "state": {"epoch": 3, "live_region": "dr", "host_overrides": {"a": {}}}, "clusters": []}
@@ -149,3 +179,27 @@ def test_a_fenced_flag_from_extra_vars_is_read_as_a_boolean() -> None:
 def test_the_slot_name_is_what_postgresql_accepts() -> None:
     assert topo_mod.postgres_slot("Redis-DR.1") == "redis_dr_1"
     assert topo_mod.postgres_slot("pg-dr", "kept") == "kept"
+
+
+def test_the_external_target_is_the_promoted_endpoint_else_the_live_primary_else_none() -> None:
+    topo = topology(postgres_mode="external", endpoints=ENDPOINTS)
+    assert topo_mod.external_target(topo, "postgres") == {"address": "10.1.0.5", "port": 5433}
+    promoted = topo["postgres"]["by_region"]["dr"]["replicas"][0]
+    assert topo_mod.external_target(topo, "postgres", promoted) == {"address": "pg.west", "port": 5432}
+    # No endpoints declared (the single postgres_external_host of older inventories): nothing to point at here.
+    assert topo_mod.external_target(topology(postgres_mode="external"), "postgres") == {}
+
+
+def service(name: str, endpoint: str | None) -> dict[str, Any]:
+    annotations = {f"sapphire.io/{name}-endpoint": endpoint} if endpoint else {}
+    return {"metadata": {"name": name, "annotations": annotations}}
+
+
+def test_the_agents_view_agrees_with_the_live_primaries_or_fails_naming_both() -> None:
+    expected = {"postgres": {"address": "10.1.0.5", "port": 5433}, "redis": {}}
+    agree = topo_mod.service_checks([service("postgres", "10.1.0.5:5433"), service("redis", "x:1")], expected)
+    assert [(item["name"], item["status"]) for item in agree] == [("postgres_service_target", "ok")]
+    stale = topo_mod.service_checks([service("postgres", "10.0.0.9:5432")], expected)[0]
+    assert stale["status"] == "fail" and "10.0.0.9:5432" in stale["msg"] and "10.1.0.5:5433" in stale["msg"]
+    missing = topo_mod.service_checks([], expected)[0]
+    assert missing["status"] == "fail" and "no Service postgres" in missing["msg"]
