@@ -8,6 +8,8 @@ moto (PyPI moto[server], pinned in requirements.txt) runs on a free loopback por
   nothing; --check changes nothing; a replica of another source and a missing instance are refused, naming the
   variable.
 - rds_snapshot: a snapshot in us-east-1 copied into us-west-2, both read back as available.
+- backup.yml with the PostgreSQL endpoints on RDS and a provider-managed Redis: the snapshot and its copy, the run
+  saying what it did not back up.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import socket
 import sys
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sapphire_testlib import PlaybookResult, run_playbook
 
 boto3 = pytest.importorskip("boto3")
@@ -175,3 +179,47 @@ def test_a_snapshot_is_copied_into_the_other_region_and_read_back(regions: dict[
     assert ":us-west-2:" in snapshot["copy_arn"] and ":us-east-1:" in snapshot["arn"], snapshot
     west = client(regions["url"], "rds", "us-west-2").describe_db_snapshots(DBSnapshotIdentifier=snapshot["id"])
     assert west["DBSnapshots"][0]["Status"] == "available"
+
+
+def test_backup_yml_snapshots_rds_and_says_a_provider_managed_redis_is_not_backed_up(
+        regions: dict[str, str], throwaway_redis: Any, tmp_path: Path) -> None:
+    """backup.yml -i <prod-like inventory>: PostgreSQL on RDS (endpoints per region, the live one in us-east-1), Redis
+    on ElastiCache (here a throw-away Redis stands for it): the RDS instance is snapshotted and the snapshot copied
+    into the other region, the manifest names it, the last success is recorded in the live Redis; the Redis is not
+    backed up by the toolkit and the run says so instead of failing every hour."""
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {
+        "postgres_endpoints": {"hosts": {
+            "pg-east": {"sapphire_region": "primary", "postgres_replication_role": "primary",
+                        "postgres_external_host": f"{regions['east']}.rds.example",
+                        "postgres_rds_instance": regions["east"],
+                        "postgres_rds_region": "us-east-1", "postgres_rds_snapshot_copy_region": "us-west-2"},
+            "pg-west": {"sapphire_region": "dr", "postgres_replication_role": "standby",
+                        "postgres_external_host": f"{regions['west']}.rds.example",
+                        "postgres_rds_instance": regions["west"],
+                        "postgres_rds_region": "us-west-2", "postgres_rds_snapshot_copy_region": "us-east-1"}}},
+        "redis_endpoints": {"hosts": {
+            "redis-east": {"sapphire_region": "primary", "redis_replication_role": "primary",
+                           "redis_external_host": "127.0.0.1", "redis_external_port": throwaway_redis.port}}},
+    }, "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable, "sapphire_environment": "test",
+        "sapphire_state_store": "file", "sapphire_local_dir": str(tmp_path / "local"),
+        "postgres_mode": "external", "redis_mode": "external", "postgres_external_provider": "rds",
+        "redis_external_provider": "elasticache", "redis_password": throwaway_redis.password,
+        "sapphire_aws_endpoint_url": regions["url"], "postgres_rds_wait_timeout": 60}}}))
+    result = run_playbook("backup.yml", inventory, env={**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"},
+                          timeout=600)
+    assert result.rc == 0, result.explain()
+    manifests = list((tmp_path / "local" / "backups" / "postgres").glob("*/manifest.json"))
+    assert len(manifests) == 1, manifests
+    manifest = json.loads(manifests[0].read_text())
+    snapshot = manifest["snapshot"]
+    assert manifest["method"].startswith("RDS snapshot") and snapshot["copy_status"] == "available", manifest
+    copied = client(regions["url"], "rds", "us-west-2").describe_db_snapshots(DBSnapshotIdentifier=snapshot["id"])
+    assert copied["DBSnapshots"][0]["DBInstanceIdentifier"] == regions["east"]
+    assert not (tmp_path / "local" / "backups" / "redis").exists(), "a Redis backup the toolkit did not take"
+    shown = " ".join(" ".join(str(item.get("msg", "")) for item in
+                              result.task_results("Show what was backed up").values()).split())
+    assert "redis: NOT backed up by this toolkit: its provider (elasticache) keeps the backups" in shown, shown
+    assert throwaway_redis.client().hget("sapphire:backup:postgres", "id") == manifest["id"]
+    assert throwaway_redis.client().exists("sapphire:backup:redis") == 0
