@@ -178,6 +178,42 @@ def backup_retention_days(overrides: Any = None) -> dict[str, int]:
     return merged
 
 
+# Who backs up each component, by how its live primary is run (the topology's provider): the toolkit itself for data
+# hosts and self-managed endpoints, an RDS snapshot for rds; any other provider keeps its own backups.
+BACKED_UP_BY_TOOLKIT = {"postgres": {"host", "self_managed", "rds"}, "redis": {"host", "self_managed"}}
+
+
+def backup_provider_managed(components: list[str], providers: dict[str, Any]) -> dict[str, str]:
+    """Filter: {component: provider} of the components to back up whose provider keeps the backups (cloudsql,
+    elasticache, memorystore, ...): backup.yml reports them as not backed up by the toolkit instead of failing.
+    A component with no live primary (provider '') is not listed: backup.yml refuses it as having nothing to back up."""
+    kept = {}
+    for component in components:
+        provider = str((providers or {}).get(component) or "")
+        if provider and provider not in BACKED_UP_BY_TOOLKIT.get(component, set()):
+            kept[component] = provider
+    return kept
+
+
+def backup_summary(reports: list[dict[str, Any]], backup_id: str, root: str, kept: dict[str, str]) -> list[str]:
+    """Filter: one line per component of a backup run: what was taken (bytes and where, or the RDS snapshot and its
+    copy) and what its provider keeps."""
+    lines = []
+    for report in reports or []:
+        files = report.get("files") or []
+        snapshot = report.get("snapshot") or {}
+        size = sum(int(item.get("bytes") or 0) for item in files)
+        copy = snapshot.get("copy_region") or "no other region"
+        where = (f"{size} bytes in {root}/{report['component']}/{backup_id}" if files
+                 else f"snapshot {snapshot.get('id', '?')}, copy in {copy}")
+        lines.append(f"{report['component']} {backup_id} from {report.get('host')} ({report.get('role')}, lag "
+                     f"{report.get('replication_lag_seconds')} s): {where}")
+    for component, provider in sorted((kept or {}).items()):
+        lines.append(f"{component}: NOT backed up by this toolkit: its provider ({provider}) keeps the backups, whose "
+                     "schedule, retention and restore are the provider's")
+    return lines
+
+
 def plan_lines(plan: list[dict[str, Any]], verb: str = "DELETE") -> list[str]:
     """Filter: one readable line per planned deletion."""
     lines = []
@@ -380,6 +416,7 @@ class FilterModule:
             "sapphire_cleanup_plan": cleanup_plan,
             "sapphire_kept_data": kept_data,
             "sapphire_backup_retention_days": backup_retention_days,
+            "sapphire_backup_provider_managed": backup_provider_managed, "sapphire_backup_summary": backup_summary,
             "sapphire_plan_lines": plan_lines,
             "sapphire_halt_scale": halt_scale,
             "sapphire_halt_needs_scale": halt_needs_scale,

@@ -137,8 +137,8 @@ def service_checks(services: list[Mapping[str, Any]] | None, expected: Mapping[s
                            "msg": f"no Service {service}: the agents cannot reach the live primary {want}"})
         elif have != want:
             checks.append({"name": name, "status": "fail", "value": have, "threshold": want,
-                           "msg": f"Service {service} leads to {have or 'an unknown endpoint'}, not to the live primary "
-                                  f"{want}: run deploy.yml (or finish the DR switch) to point it there"})
+                           "msg": f"Service {service} leads to {have or 'an unknown endpoint'}, not to the live "
+                                  f"primary {want}: run deploy.yml (or finish the DR switch) to point it there"})
         else:
             checks.append({"name": name, "status": "ok", "value": have, "threshold": want,
                            "msg": f"Service {service} leads to the live primary {want}"})

@@ -38,3 +38,25 @@ def test_a_failover_of_services_it_cannot_promote_is_refused_before_any_step(
     assert result.changed == 0, result.changed_tasks()
     assert not (local_dir / "dr" / "state.yml").exists(), "the platform state was written"
     assert not list(local_dir.glob("reports/*")), "a drill report was written"
+
+
+@pytest.mark.parametrize("environment", ["prod", "staging"])
+def test_the_managed_environments_say_what_dr_and_backup_do_with_their_providers(environment: str) -> None:
+    """inventories/prod and staging as shipped (Cloud SQL and Memorystore endpoints per region), under --check with no
+    cluster reachable (the read-only run uses an empty cache): dr-failover refuses before any step naming both
+    providers; backup.yml does not fail every hour, it says the providers keep the backups."""
+    local_dir = Path(tempfile.mkdtemp(prefix=f"sapphire-{environment}-check-"))
+    env = {"SAPPHIRE_LOCAL_DIR": str(local_dir)}
+    inventory = Path(__file__).resolve().parents[2] / "inventories" / environment
+    failover = run_playbook("dr-failover.yml", inventory, extra_vars={"confirm": environment}, check=True, env=env)
+    assert failover.rc != 0
+    messages = " ".join(" ".join(failover.failure_messages()).split())
+    assert "Refused before any step" in messages, failover.explain()
+    assert "PostgreSQL provider cloudsql (postgres_external_provider)" in messages, messages
+    assert "Redis provider memorystore (redis_external_provider)" in messages, messages
+    backup = run_playbook("backup.yml", inventory, check=True, env=env)
+    assert backup.rc == 0, backup.explain()
+    shown = " ".join(str(item.get("msg", "")) for item in backup.task_results("Show what was backed up").values())
+    assert "postgres: NOT backed up by this toolkit: its provider (cloudsql)" in shown, shown
+    assert "redis: NOT backed up by this toolkit: its provider (memorystore)" in shown, shown
+    assert backup.changed == 0 and not (local_dir / "backups").exists()

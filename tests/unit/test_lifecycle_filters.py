@@ -111,6 +111,28 @@ def test_bad_scope_and_duration_are_rejected() -> None:
     assert lifecycle.duration_seconds("2w") == 1209600
 
 
+def test_a_provider_that_keeps_its_own_backups_is_named_not_failed() -> None:
+    """prod (Cloud SQL, Memorystore): backup.yml reports both as kept by the provider; the toolkit backs up data hosts
+    and self-managed servers itself and snapshots RDS; a component without a live primary is left to the refusal."""
+    kept = lifecycle.backup_provider_managed(["postgres", "redis"], {"postgres": "cloudsql", "redis": "memorystore"})
+    assert kept == {"postgres": "cloudsql", "redis": "memorystore"}
+    assert lifecycle.backup_provider_managed(["postgres", "redis"], {"postgres": "rds", "redis": "self_managed"}) == {}
+    assert lifecycle.backup_provider_managed(["redis"], {"postgres": "cloudsql", "redis": "host"}) == {}
+    assert lifecycle.backup_provider_managed(["postgres"], {"postgres": ""}) == {}
+
+
+def test_the_backup_summary_says_what_was_taken_and_what_the_provider_keeps() -> None:
+    reports = [{"component": "postgres", "host": "pg-east", "role": "primary", "replication_lag_seconds": 0.0,
+                "files": [{"bytes": 100}, {"bytes": 23}]},
+               {"component": "postgres", "host": "rds-east", "role": "primary", "replication_lag_seconds": "n/a",
+                "files": [], "snapshot": {"id": "snap-1", "copy_region": "us-west-2"}}]
+    lines = lifecycle.backup_summary(reports, "20261205T000000Z", "/b", {"redis": "elasticache"})
+    assert lines[0] == ("postgres 20261205T000000Z from pg-east (primary, lag 0.0 s): "
+                        "123 bytes in /b/postgres/20261205T000000Z")
+    assert lines[1].endswith("snapshot snap-1, copy in us-west-2")
+    assert lines[2].startswith("redis: NOT backed up by this toolkit: its provider (elasticache) keeps the backups")
+
+
 def test_backup_retention_days_default_once_and_reject_nonsense() -> None:
     assert lifecycle.backup_retention_days(None) == {"postgres": 30, "redis": 7}
     assert lifecycle.backup_retention_days({"redis": "14"}) == {"postgres": 30, "redis": 14}  # -e JSON or survey text
