@@ -31,9 +31,10 @@ options:
     default: any
   fenced:
     description:
-      - The server was fenced by a DR switch (stopped read-only with standby.signal; C(postgres_fenced) in the
-        platform state). Not answering is then the expected state and reported C(ok) as fenced; answering as a
-        standby is fine; answering as a primary fails (a second writable primary).
+      - The server was fenced by a DR switch (stopped read-only with standby.signal, or, an external server, its
+        application login forbidden over the network; C(postgres_fenced) in the platform state). Not answering is
+        then the expected state and reported C(ok) as fenced; answering as a standby is fine; answering as a primary
+        fails (a second writable primary).
     type: bool
     default: false
   min_standbys:
@@ -445,8 +446,9 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
         names = ["postgres_role", "postgres_replication"] + [f"postgres_table:{t}" for t in params["tables"]] + \
             ["postgres_connections", "postgres_wal_archiving", "postgres_long_transactions"]
         if params.get("fenced"):
-            result["checks"].append(ok("postgres_fenced", f"{postgres_endpoint(params)}: fenced by a DR switch, "
-                                       "stopped read-only (standby.signal); dr-failback re-seeds it", "stopped",
+            result["checks"].append(ok("postgres_fenced", f"{postgres_endpoint(params)}: fenced by a DR switch (does "
+                                       "not take the application's login: stopped read-only, or its login forbidden);"
+                                       " it is re-seeded as a standby before a failback", "stopped",
                                        "not a primary"))
             result["checks"].extend(skip_all(names, "fenced by a DR switch"))
             return finish(result)

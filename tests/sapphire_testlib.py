@@ -161,6 +161,12 @@ class LocalClusters:
         return subprocess.run([str(kubectl), "--kubeconfig", str(self.kubeconfigs[cluster]), *args],
                               capture_output=True, text=True, check=check, timeout=120)
 
+    def drop_namespaces(self, *names: str) -> None:
+        """Delete a test's throw-away namespaces in both clusters, without waiting (teardown)."""
+        for cluster in self.kubeconfigs:
+            for name in names:
+                self.kubectl(cluster, "delete", "namespace", name, "--wait=false", check=False)
+
     def client(self, cluster: str):
         """A kubernetes ApiClient for one cluster."""
         from kubernetes import config

@@ -152,9 +152,7 @@ def regions(local_clusters: LocalClusters) -> Iterator[ExternalRegions]:
         yield env
     finally:
         servers.stop()
-        for cluster in ("local-primary", "local-dr"):
-            for name in (namespace, state_namespace):
-                local_clusters.kubectl(cluster, "delete", "namespace", name, "--wait=false", check=False)
+        local_clusters.drop_namespaces(namespace, state_namespace)
 
 
 def test_deploy_points_every_cluster_at_the_live_primaries(regions: ExternalRegions) -> None:
@@ -236,9 +234,23 @@ def test_validate_checks_each_endpoint_and_that_the_agents_view_agrees(regions: 
     assert checks[("postgres", "pg-west", "postgres_role")] == "ok"
     assert checks[("postgres", "pg-east", "postgres_fenced")] == "ok"
     assert checks[("redis", "redis-east", "redis_role")] == "ok"
-    for cluster in ("local-primary", "local-dr"):
-        assert checks[("endpoints", cluster, "postgres_service_target")] == "ok", cluster
-        assert checks[("endpoints", cluster, "redis_service_target")] == "ok", cluster
+    # The live region's cluster leads to the promoted servers; the fenced region's is not held to it.
+    assert checks[("endpoints", "local-dr", "postgres_service_target")] == "ok"
+    assert checks[("endpoints", "local-dr", "redis_service_target")] == "ok"
+    assert ("endpoints", "local-primary", "postgres_service_target") not in checks
+
+    # A Service left on the fenced server (a failed switch, a hand edit) is found and named.
+    ports = regions.servers.ports
+    annotate = ("-n", regions.namespace, "annotate", "service", "postgres", "--overwrite")
+    regions.clusters.kubectl("local-dr", *annotate, f"sapphire.io/postgres-endpoint=127.0.0.1:{ports['pg-primary']}")
+    try:
+        stale = regions.run("validate.yml", extra_vars={"validate_components": ["postgres", "namespace"]})
+    finally:
+        regions.clusters.kubectl("local-dr", *annotate, f"sapphire.io/postgres-endpoint=127.0.0.1:{ports['pg-dr']}")
+    assert stale.rc != 0
+    messages = " ".join(" ".join(stale.failure_messages()).split())
+    assert (f"Service postgres leads to 127.0.0.1:{ports['pg-primary']}, not to the live primary "
+            f"127.0.0.1:{ports['pg-dr']}") in messages, messages
 
 
 def test_failover_second_run_changes_nothing(regions: ExternalRegions) -> None:

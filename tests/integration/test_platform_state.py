@@ -80,9 +80,7 @@ def regions(local_clusters: LocalClusters) -> Iterator[Regions]:
         yield env
     finally:
         servers.stop()
-        for cluster in ("local-primary", "local-dr"):
-            for name in (namespace, state_namespace):
-                local_clusters.kubectl(cluster, "delete", "namespace", name, "--wait=false", check=False)
+        local_clusters.drop_namespaces(namespace, state_namespace)
 
 
 def test_the_first_writer_records_the_home_layout_in_every_cluster_and_leaves_no_lock(regions: Regions) -> None:
