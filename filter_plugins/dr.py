@@ -44,8 +44,11 @@ def _pick_new(servers: list[dict[str, Any]], target: str) -> dict[str, Any] | No
     return mine[0] if mine else None
 
 
-# Providers of external data services (<service>_external_provider) whose promotion dr-failover carries out.
-SWITCHED_PROVIDERS = {"self_managed"}
+# Providers of external data services (<service>_external_provider) dr-failover switches: self_managed servers it
+# promotes over the network itself; managed ones no Ansible module promotes (MANUAL_PROVIDERS) the operator promotes
+# in the provider between a first run (fence, measure, instructions) and a second one with dr_promoted_in_provider.
+MANUAL_PROVIDERS = {"cloudsql", "elasticache", "memorystore"}
+SWITCHED_PROVIDERS = {"self_managed"} | MANUAL_PROVIDERS
 MODE_REFUSALS = {
     "kubernetes": "each region's in-cluster {name} ({service}_mode kubernetes) is a standalone database with no "
                   "replica in the other region: a failover would land on an empty one",
@@ -76,8 +79,8 @@ def mode_problems(modes: Mapping[str, Any] | None, topology: Mapping[str, Any] |
         other = sorted({item.get("provider") or "unset" for item in servers} - SWITCHED_PROVIDERS)
         if other:
             problems.append(f"{NAMES[service]} provider {', '.join(other)} ({service}_external_provider) is not one "
-                            f"dr-failover promotes (it promotes {', '.join(sorted(SWITCHED_PROVIDERS))}): fail it over "
-                            "in the provider and point the endpoints at the new primary")
+                            f"dr-failover switches (self_managed; {', '.join(sorted(MANUAL_PROVIDERS))} with the "
+                            "operator): fail it over in the provider and point the endpoints at the new primary")
     return problems
 
 
@@ -98,8 +101,9 @@ def plan(topology: Mapping[str, Any], target: str, operation: str = "failover",
         olds = [item for item in servers if item["role"] == "primary" and (new is None or item["host"] != new["host"])]
         olds.sort(key=lambda item: (item["region"] != source, item["host"]))
         old = olds[0] if olds else None
-        services[service] = {"new": new, "old": old, "others": [item for item in olds[1:]],
-                             "provider": (new or old or {}).get("provider", "")}
+        provider = (new or old or {}).get("provider", "")
+        services[service] = {"new": new, "old": old, "others": [item for item in olds[1:]], "provider": provider,
+                             "manual": provider in MANUAL_PROVIDERS}
         if servers and new is None:
             problems.append(f"region {target} has no {service} server (a host of {service}_hosts with sapphire_region "
                             f"{target}) to promote")
@@ -216,12 +220,12 @@ def preflight(the_plan: Mapping[str, Any], measured: Mapping[str, Any], rpo_seco
                                  "old_reachable": _reachable(old, service) if old_ep else None,
                                  "how": "new unreachable"}
             continue
-        if service == "postgres" and new.get("role") == "primary" and _truthy(new.get("read_only")):
+        if service == "postgres" and new.get("role") == "primary" and new_ep.get("fenced"):
             live = f" {old_ep['host']}" if old_ep else ""
-            refuse.append(f"PostgreSQL {new_ep['host']} is a former primary fenced read-only by an earlier switch, not "
-                          f"a standby of the live primary{live}: it has a history of its own since the fork. Its owner "
-                          "must re-seed it as a standby of the live primary (pg_basebackup, or pg_rewind) before it "
-                          "can be promoted")
+            refuse.append(f"PostgreSQL {new_ep['host']} is a former primary fenced by an earlier switch, not a "
+                          f"standby of the live primary{live}: it has a history of its own since the fork. It must be "
+                          "re-seeded as a standby of the live primary (pg_basebackup, or pg_rewind; by its owner for "
+                          "an external server) before it can be promoted")
             services[service] = {"measured": False, "lag_bytes": None, "lag_seconds": None,
                                  "old_reachable": _reachable(old, service) if old_ep else None,
                                  "how": "a fenced former primary, not a standby"}
@@ -325,7 +329,7 @@ def check_walk(the_plan: Mapping[str, Any], gate: Mapping[str, Any], catchup_sec
                      f"{item.get('lag_bytes')} bytes ({item.get('how')})")
     if not gate.get("allowed"):
         lines.append("REFUSED: " + "; ".join(list(gate.get("refuse") or []) + list(gate.get("over_rpo") or [])))
-        return lines
+        lines.append("once that is resolved, it would:")
     if fence.get("redis"):
         lines.append(f"fence: would set sapphire:halt and CLIENT PAUSE WRITE on Redis {fence['redis']}")
     if fence.get("clusters"):
@@ -347,15 +351,45 @@ def check_walk(the_plan: Mapping[str, Any], gate: Mapping[str, Any], catchup_sec
     over = {service: f" ({(the_plan.get(service) or {}).get('provider')}, over the network)" if remote[service] else ""
             for service in SERVICES}
     copied = "its dataset copied to the controller first" if remote["redis"] else "its data copied aside"
-    lines.append(f"promote: would pg_promote {host(pg.get('new'))}{over['postgres']} and REPLICAOF NO ONE "
-                 f"{host(rd.get('new'))}{over['redis']}, write epoch {the_plan.get('epoch')} into both"
+    for line in manual_steps(the_plan):
+        lines.append(f"promote: would stop after the fence and ask the operator to promote {line}; then run again with "
+                     "-e dr_promoted_in_provider=true, which reads the new primary back as writable")
+    promotes = [f"pg_promote {host(pg.get('new'))}{over['postgres']}" if not pg.get("manual") else "",
+                f"REPLICAOF NO ONE {host(rd.get('new'))}{over['redis']}" if not rd.get("manual") else ""]
+    lines.append(f"promote: would {' and '.join(item for item in promotes if item) or 'read the promoted servers'}, "
+                 f"write epoch {the_plan.get('epoch')} into both"
                  + (f", and make Redis {fence['redis']} a replica of {host(rd.get('new'))} ({copied})"
-                    if fence.get("redis") else ""))
+                    if fence.get("redis") and not rd.get("manual") else "")
+                 + (f"; Redis {fence['redis']} stays a primary fenced by the halt flag only ({rd.get('provider')} "
+                    "does not let it follow over the network)" if fence.get("redis") and rd.get("manual") else ""))
     live = ", ".join((the_plan.get("clusters") or {}).get("live") or []) or "no cluster"
     lines.append(f"switch: would bring up {live} (namespace egress, agents, coordinator, workload with the new epoch)")
     lines.append("verify: would require one writable primary per datastore and the new primaries healthy")
     lines.append(f"record: would write live region {the_plan.get('to')}, epoch {the_plan.get('epoch')} to the "
                  "platform state and the drill report")
+    return lines
+
+
+# What the operator does in each provider that no Ansible module promotes (the manual mode's instructions).
+PROVIDER_STEPS = {
+    "cloudsql": "promote the cross-region replica to a standalone primary (gcloud sql instances promote-replica "
+                "<its instance>)",
+    "memorystore": "fail over to the cross-region replica, making it the primary (gcloud redis instances failover, or "
+                   "detach the secondary instance)",
+    "elasticache": "promote the secondary cluster of the global datastore to primary (aws elasticache "
+                   "failover-global-replication-group)",
+}
+
+
+def manual_steps(the_plan: Mapping[str, Any]) -> list[str]:
+    """Filter: what the operator must promote in the provider, one line per datastore of a manual provider."""
+    lines = []
+    for service in SERVICES:
+        chosen = the_plan.get(service) or {}
+        new = chosen.get("new")
+        if chosen.get("manual") and new:
+            lines.append(f"{NAMES[service]} {new['host']} ({new['address']}:{new['port']}, region {new['region']}) in "
+                         f"{chosen['provider']}: {PROVIDER_STEPS.get(chosen['provider'], 'promote it')}")
     return lines
 
 
@@ -464,4 +498,5 @@ class FilterModule:
                 "sapphire_dr_rpo_verdict": rpo_verdict, "sapphire_dr_step": step, "sapphire_dr_report": report,
                 "sapphire_dr_markdown": markdown, "sapphire_dr_fence_targets": fence_targets,
                 "sapphire_dr_measurements": measurements, "sapphire_dr_check_walk": check_walk,
+                "sapphire_dr_manual_steps": manual_steps,
                 "sapphire_lsn": parse_lsn}

@@ -50,10 +50,15 @@ def endpoint(host: Mapping[str, Any], service: str, overrides: Mapping[str, Any]
         port = int(_get(host, port_key, default_port))
     except (TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"{port_key} of {name} is not a port number") from exc
-    return {"host": name, "address": str(address), "port": port,
-            "region": str(_get(host, "sapphire_region", "primary")),
-            "role": str(((overrides or {}).get(name) or {}).get(role_key) or _get(host, role_key, "")),
-            "provider": provider}
+    override = (overrides or {}).get(name) or {}
+    found = {"host": name, "address": str(address), "port": port,
+             "region": str(_get(host, "sapphire_region", "primary")),
+             "role": str(override.get(role_key) or _get(host, role_key, "")), "provider": provider}
+    if service == "postgres":
+        # Fenced by a DR switch (stopped or made read-only) until a failback re-seeds it as a standby.
+        fenced = override.get("postgres_fenced", _get(host, "postgres_fenced", False))
+        found["fenced"] = fenced if isinstance(fenced, bool) else str(fenced).lower() in ("true", "yes", "1")
+    return found
 
 
 def _service(hosts: list[Mapping[str, Any]], service: str, live_region: str,

@@ -151,7 +151,8 @@ position:
       C(replay_lsn), C(replay_delay_seconds), C(last_contact_seconds) (since the last message from the
       primary; none once the link is gone), C(paused) (WAL replay paused) and C(last_replay_age_seconds) (since
       the commit of the last transaction replayed: with the primary gone, an upper bound of the writes that can
-      be missing) are set on a standby only.
+      be missing) are set on a standby only, C(replay_lsn) also on a promoted primary (the last record it replayed
+      before its promotion).
   returned: when the server was reachable
   type: dict
   sample: {lsn: 0/3000148, receive_lsn: 0/3000148, replay_lsn: 0/3000148, replay_delay_seconds: 0.0,
@@ -260,7 +261,9 @@ def gather(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
             for row in conn.execute(Q_PRIMARY_REPLICATION).fetchall()
         ]
     lsn, receive, replay, delay, contact, paused, replay_age = conn.execute(Q_POSITION).fetchone()
-    facts["position"] = {"lsn": lsn} if not in_recovery else {
+    # A promoted server keeps pg_last_wal_replay_lsn() at the last record it replayed as a standby: where its
+    # history forked from the old primary's, the end of what a DR switch's loss is measured against.
+    facts["position"] = ({"lsn": lsn} | ({"replay_lsn": replay} if replay else {})) if not in_recovery else {
         "lsn": lsn, "receive_lsn": receive, "replay_lsn": replay, "replay_delay_seconds": delay,
         "last_contact_seconds": contact, "paused": bool(paused), "last_replay_age_seconds": replay_age}
     tables = params["tables"]

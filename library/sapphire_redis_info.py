@@ -161,7 +161,8 @@ from ansible.module_utils.sapphire_health import (
 CHECKS = ["redis_reachable", "redis_role", "redis_replication", "redis_memory", "redis_eviction_policy",
           "redis_aof", "redis_rdb"]
 ROLES = {"master": "primary", "slave": "replica"}
-INFO_FIELDS = ("role", "redis_version", "connected_slaves", "master_repl_offset", "slave_repl_offset",
+INFO_FIELDS = ("role", "redis_version", "connected_slaves", "master_repl_offset", "second_repl_offset",
+               "slave_repl_offset",
                "master_host", "master_port", "master_link_status", "master_last_io_seconds_ago",
                "master_sync_in_progress", "master_link_down_since_seconds", "used_memory", "maxmemory",
                "maxmemory_policy", "aof_enabled", "aof_rewrite_in_progress", "aof_last_write_status",

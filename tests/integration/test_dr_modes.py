@@ -1,6 +1,8 @@
-"""dr-failover.yml with data services this toolkit cannot promote (the prod and staging inventories declare them
-external; the kubernetes mode runs a standalone database per region): refused before any step, naming the mode,
-with nothing written - never a run that promotes nothing and reports the RPO and RTO as met."""
+"""dr-failover.yml with data services this toolkit cannot promote: refused before any step, naming the mode, with
+nothing written - never a run that promotes nothing and reports the RPO and RTO as met (external mode without endpoints
+per region; the kubernetes mode runs a standalone database per region). And the prod and staging inventories as
+shipped (managed Cloud SQL and Memorystore): --check lists the provider steps, backup.yml names what the provider
+keeps."""
 
 from __future__ import annotations
 
@@ -41,20 +43,31 @@ def test_a_failover_of_services_it_cannot_promote_is_refused_before_any_step(
 
 
 @pytest.mark.parametrize("environment", ["prod", "staging"])
-def test_the_managed_environments_say_what_dr_and_backup_do_with_their_providers(environment: str) -> None:
-    """inventories/prod and staging as shipped (Cloud SQL and Memorystore endpoints per region), under --check with no
-    cluster reachable (the read-only run uses an empty cache): dr-failover refuses before any step naming both
-    providers; backup.yml does not fail every hour, it says the providers keep the backups."""
+def test_the_managed_environments_list_the_provider_steps_under_check(environment: str) -> None:
+    """inventories/prod and staging as shipped (Cloud SQL and Memorystore endpoints per region), under --check from a
+    machine that reaches neither their clusters nor their data services (the read-only run uses an empty cache; the
+    vault's values given on the command line): dr-failover lists the steps it would take - the fence, then what the
+    operator promotes in which provider - and refuses because the endpoints do not answer; backup.yml does not fail
+    every hour, it says the providers keep the backups."""
     local_dir = Path(tempfile.mkdtemp(prefix=f"sapphire-{environment}-check-"))
     env = {"SAPPHIRE_LOCAL_DIR": str(local_dir)}
     inventory = Path(__file__).resolve().parents[2] / "inventories" / environment
-    failover = run_playbook("dr-failover.yml", inventory, extra_vars={"confirm": environment}, check=True, env=env)
+    vault = {f"vault_{name}": "not-a-secret" for name in (
+        "redis_password", "postgres_password", "postgres_replication_password", "exchange_api_key",
+        "exchange_api_secret", "telegram_bot_token", "grafana_admin_password")}
+    failover = run_playbook("dr-failover.yml", inventory, extra_vars={"confirm": environment, **vault}, check=True,
+                            env=env)
     assert failover.rc != 0
-    messages = " ".join(" ".join(failover.failure_messages()).split())
-    assert "Refused before any step" in messages, failover.explain()
-    assert "PostgreSQL provider cloudsql (postgres_external_provider)" in messages, messages
-    assert "Redis provider memorystore (redis_external_provider)" in messages, messages
-    backup = run_playbook("backup.yml", inventory, check=True, env=env)
+    walk = " ".join(failover.stdout.split())
+    east, west = ("us-east1", "us-west1") if environment == "prod" else ("staging-east", "staging-west")
+    for expected in (f"would forbid the application login of PostgreSQL cloudsql-{east} (cloudsql, over the network",
+                     f"ask the operator to promote PostgreSQL cloudsql-{west}",
+                     "in cloudsql: promote the cross-region replica", f"Redis memorystore-{west}",
+                     "in memorystore: fail over", "dr_promoted_in_provider=true",
+                     f"Redis memorystore-{east} stays a primary fenced by the halt flag only"):
+        assert expected in walk, (expected, failover.explain())
+    assert "does not answer: there is nothing to promote" in " ".join(" ".join(failover.failure_messages()).split())
+    backup = run_playbook("backup.yml", inventory, extra_vars=vault, check=True, env=env)
     assert backup.rc == 0, backup.explain()
     shown = " ".join(str(item.get("msg", "")) for item in backup.task_results("Show what was backed up").values())
     assert "postgres: NOT backed up by this toolkit: its provider (cloudsql)" in shown, shown

@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 import redis
+import yaml
 from sapphire_testlib import LocalClusters, PlaybookResult, run_playbook
 from test_dr import PG_BIN, DataServers, WriteLoad, in_recovery, pg_ctl, stream_status, wait_for, with_clusters
 
@@ -40,9 +41,11 @@ ADMIN_PASSWORD = f"admin-{uuid.uuid4().hex}"
 AGENTS = [{"name": "momentum", "strategy": "momentum", "tier": "standard", "replicas": 1}]
 
 class ExternalRegions:
-    """The DataServers seen as two regions' external endpoints, with the two clusters, in an inventory of their own."""
+    """The DataServers seen as two regions' external endpoints in an inventory of their own: with the two clusters
+    (a throw-away namespace and state namespace; the state in the clusters), or without (the state in a file)."""
 
-    def __init__(self, servers: DataServers, clusters: LocalClusters, namespace: str, state_namespace: str) -> None:
+    def __init__(self, servers: DataServers, clusters: LocalClusters | None = None, namespace: str = "",
+                 state_namespace: str = "", providers: tuple[str, str] = ("self_managed", "self_managed")) -> None:
         self.servers, self.clusters, self.namespace = servers, clusters, namespace
         self.state_namespace = state_namespace
         self.local_dir = servers.root / "external"
@@ -60,21 +63,45 @@ class ExternalRegions:
                 "redis-west": {"sapphire_region": "dr", "redis_external_port": ports["redis-dr"],
                                "redis_replication_role": "replica", "redis_replica_of": "redis-east"}}},
         }
-        self.inventory = with_clusters(servers.root, {"all": {"children": endpoints, "vars": {
+        inventory = {"all": {"children": endpoints, "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "postgres_mode": "external", "redis_mode": "external",
-            "postgres_external_provider": "self_managed", "redis_external_provider": "self_managed",
+            "postgres_external_provider": providers[0], "redis_external_provider": providers[1],
             "postgres_external_host": "127.0.0.1", "redis_external_host": "127.0.0.1",
             "postgres_external_sslmode": "disable", "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
-            "sapphire_environment": "test", "sapphire_state_store": "clusters", "trading_agents": AGENTS,
-            **servers.secrets}}}, {"namespace": namespace, "state_namespace": state_namespace})
+            "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
+            "trading_agents": AGENTS, **servers.secrets}}}
+        if clusters:
+            self.inventory = with_clusters(servers.root, inventory,
+                                           {"namespace": namespace, "state_namespace": state_namespace})
+        else:
+            self.inventory = servers.root / "external.yml"
+            self.inventory.write_text(yaml.safe_dump(inventory))
+            self.inventory.chmod(0o600)
+
+    @classmethod
+    def start(cls, prefix: str, **kwargs: Any) -> ExternalRegions:
+        """Servers made by the roles, given the owner's admin login, declared as the endpoints of two regions."""
+        servers = DataServers.start(prefix)
+        try:
+            with servers.admin("pg-primary", "postgres") as conn:
+                conn.execute(f"CREATE ROLE {ADMIN_USER} SUPERUSER LOGIN PASSWORD '{ADMIN_PASSWORD}'")
+            for host in ("pg-primary", "pg-dr"):
+                allow_admin_login(servers, host)
+            return cls(servers, **kwargs)
+        except BaseException:
+            servers.stop()
+            raise
 
     def run(self, playbook: str, extra_vars: dict[str, Any] | None = None, **kwargs: Any) -> PlaybookResult:
         return run_playbook(playbook, self.inventory, extra_vars=extra_vars, **kwargs)
 
     def state(self) -> dict[str, Any]:
-        """The platform state as the live cluster keeps it (the controller's cache is a copy)."""
+        """The platform state as the live cluster keeps it (the controller's cache is a copy), or its file."""
+        if self.clusters is None:
+            path = self.local_dir / "dr" / "state.yml"
+            return yaml.safe_load(path.read_text()) if path.exists() else {}
         got = self.clusters.kubectl("local-dr", "-n", self.state_namespace, "get", "configmap", "sapphire-state",
                                     "-o", "json", check=False)
         return json.loads(json.loads(got.stdout)["data"]["state.json"]) if got.returncode == 0 else {}
@@ -140,18 +167,14 @@ def reseed_as_standby(servers: DataServers, host: str, primary: str) -> None:
 def regions(local_clusters: LocalClusters) -> Iterator[ExternalRegions]:
     suffix = uuid.uuid4().hex[:6]
     namespace, state_namespace = f"it-external-{suffix}", f"it-external-state-{suffix}"
-    servers = DataServers.start("sapphire-dr-external-")
+    env = ExternalRegions.start("sapphire-dr-external-", clusters=local_clusters, namespace=namespace,
+                                state_namespace=state_namespace)
     try:
-        with servers.admin("pg-primary", "postgres") as conn:
-            conn.execute(f"CREATE ROLE {ADMIN_USER} SUPERUSER LOGIN PASSWORD '{ADMIN_PASSWORD}'")
-        for host in ("pg-primary", "pg-dr"):
-            allow_admin_login(servers, host)
-        env = ExternalRegions(servers, local_clusters, namespace, state_namespace)
         deployed = env.run("deploy.yml")
         assert deployed.rc == 0, deployed.explain()
         yield env
     finally:
-        servers.stop()
+        env.servers.stop()
         local_clusters.drop_namespaces(namespace, state_namespace)
 
 
@@ -264,7 +287,7 @@ def test_failback_waits_for_the_owner_to_reseed_the_old_primary_then_switches_ba
     refused = regions.run("dr-failback.yml", extra_vars=CONFIRM)
     assert refused.rc != 0, "promoted a fenced former primary with a history of its own"
     messages = " ".join(" ".join(refused.failure_messages()).split())
-    assert "pg-east is a former primary fenced read-only" in messages and "re-seed" in messages, messages
+    assert "pg-east is a former primary fenced by an earlier switch" in messages and "re-seed" in messages, messages
     assert regions.state()["live_region"] == "dr" and not in_recovery(servers, "pg-dr")
     assert servers.redis("redis-dr").info("replication")["role"] == "master"
 

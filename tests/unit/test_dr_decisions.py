@@ -107,7 +107,7 @@ def test_self_managed_endpoints_are_switched_over_the_network() -> None:
     assert result["layout"]["redis-primary"] == {"redis_replication_role": "replica", "redis_replica_of": "redis-dr"}
 
 
-@pytest.mark.parametrize("provider", ["rds", "elasticache", "unset"])
+@pytest.mark.parametrize("provider", ["rds", "unset"])
 def test_a_provider_dr_failover_does_not_promote_is_refused_by_name(provider: str) -> None:
     topology = topo.topology(CLUSTERS, [], [], None, "external", "external", external("self_managed", provider))
     problems = dr.plan(topology, "dr", "failover", EXTERNAL)["problems"]
@@ -117,16 +117,22 @@ def test_a_provider_dr_failover_does_not_promote_is_refused_by_name(provider: st
 def test_a_fenced_former_primary_is_not_promoted_back_before_its_owner_reseeds_it() -> None:
     """self_managed failback: the old primary was fenced read-only over the network and kept its own history; only
     its owner can make it a standby again. Promoting it (it reads as a primary) would lose the DR period."""
-    topology = topo.topology(CLUSTERS, [], [], FAILED_OVER | {"live_region": "dr"}, "external", "external",
+    overrides = {**FAILED_OVER["host_overrides"],
+                 "pg-primary": {"postgres_replication_role": "standby", "postgres_fenced": True}}
+    topology = topo.topology(CLUSTERS, [], [], FAILED_OVER | {"host_overrides": overrides}, "external", "external",
                              external())
     back = dr.plan(topology, "primary", "failback", EXTERNAL)
     fenced = pg_result("primary", lsn="0/5000000") | {"read_only": True}
     gate = dr.preflight(back, measured(pg_new=fenced, pg_old=pg_result("primary", lsn="0/6000000")), 300, force=True)
     assert not gate["allowed"]
-    assert any("pg-primary is a former primary fenced read-only" in reason and "re-seed" in reason
+    assert any("pg-primary is a former primary fenced by an earlier switch" in reason and "re-seed" in reason
                for reason in gate["refuse"]), gate["refuse"]
     reseeded = pg_result("standby", lsn="0/6000000", replay_lsn="0/6000000", replay_delay_seconds=0.0)
     assert dr.preflight(back, measured(pg_new=reseeded, pg_old=pg_result("primary", lsn="0/6000000")), 300)["allowed"]
+    # A replica its provider promoted (manual mode) is a primary too, but was never fenced: it goes ahead.
+    forward = dr.plan(topo.topology(CLUSTERS, [], [], None, "external", "external", external()), "dr")
+    promoted = pg_result("primary", lsn="0/7000000")
+    assert dr.preflight(forward, measured(pg_new=promoted), 300)["allowed"]
 
 
 def test_host_mode_services_are_no_problem() -> None:
@@ -344,7 +350,25 @@ def test_the_check_walk_lists_every_step_and_the_reads_that_ran() -> None:
         assert expected in text, (expected, lines)
     refused = dr.check_walk(the_plan, dr.preflight(the_plan, measured(pg_old=pg_result("primary", reachable=False)),
                                                     300), 60)
-    assert refused[-1].startswith("REFUSED") and "dr_old_region_lost" in refused[-1]
+    refusal = next(line for line in refused if line.startswith("REFUSED"))
+    assert "dr_old_region_lost" in refusal and refused[refused.index(refusal) + 1] == "once that is resolved, it would:"
+    assert "pg_promote pg-dr" in "\n".join(refused)
+
+
+def test_a_manual_provider_is_switched_with_the_operator_and_the_walk_says_what_to_promote_where() -> None:
+    """prod (Cloud SQL, Memorystore): planned, fenced and measured by the toolkit; promoted by the operator in the
+    provider between two runs; the old Redis cannot be made to follow over the network."""
+    topology = topo.topology(CLUSTERS, [], [], None, "external", "external", external("cloudsql", "memorystore"))
+    the_plan = dr.plan(topology, "dr", "failover", EXTERNAL)
+    assert the_plan["problems"] == [] and the_plan["postgres"]["manual"] and the_plan["redis"]["manual"]
+    steps = dr.manual_steps(the_plan)
+    assert steps[0].startswith("PostgreSQL pg-dr (127.0.0.1:15433, region dr) in cloudsql: promote the cross-region")
+    assert "gcloud redis instances failover" in steps[1]
+    text = "\n".join(dr.check_walk(the_plan, dr.preflight(the_plan, measured(), 300), 60))
+    assert "ask the operator to promote PostgreSQL pg-dr" in text and "dr_promoted_in_provider=true" in text
+    assert "pg_promote" not in text and "REPLICAOF NO ONE" not in text
+    assert "Redis redis-primary stays a primary fenced by the halt flag only (memorystore" in text
+    assert dr.manual_steps(plan()) == []
 
 
 def test_with_the_old_primary_gone_the_lag_is_the_age_of_the_last_replayed_commit_or_unknown() -> None:

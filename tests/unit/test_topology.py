@@ -87,7 +87,8 @@ ENDPOINTS = {
 def test_external_mode_takes_the_declared_endpoints_with_their_provider() -> None:
     topo = topology(postgres_mode="external", redis_mode="external", endpoints=ENDPOINTS)
     assert topo["postgres"]["primary"] == {"host": "pg-east", "address": "10.1.0.5", "port": 5433,
-                                           "region": "primary", "role": "primary", "provider": "self_managed"}
+                                           "region": "primary", "role": "primary", "provider": "self_managed",
+                                           "fenced": False}
     west = topo["postgres"]["by_region"]["dr"]["replicas"][0]
     assert (west["address"], west["port"], west["provider"]) == ("pg.west", 5432, "self_managed")
     # Without a provider the endpoint says so (a DR plan refuses it).
