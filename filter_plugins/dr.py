@@ -393,10 +393,15 @@ def manual_steps(the_plan: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def loss(service: str, old_last: Any, new_replayed: Any, why_not: str = "") -> dict[str, Any]:
+def loss(service: str, old_last: Any, new_replayed: Any, why_not: str = "", promoted_before: Any = False
+         ) -> dict[str, Any]:
     """Filter: what the promotion lost, measured: bytes the old primary wrote that the new one never got
     (PostgreSQL: old last WAL position - new replayed position; Redis: old offset - new offset). Not measured when
-    either side is unknown; `why` says why."""
+    either side is unknown; `why` says why.
+
+    promoted_before: the new server was promoted before this run (by the operator in a managed provider). The old
+    position is then read after the fork, and a fenced primary keeps writing bytes that are not data (a checkpoint, a
+    standby snapshot; Redis replication pings): more than 0 bytes is not a measured loss but an unknown one."""
     if service == "postgres":
         old_value, new_value = parse_lsn(old_last), parse_lsn(new_replayed)
     else:
@@ -405,8 +410,13 @@ def loss(service: str, old_last: Any, new_replayed: Any, why_not: str = "") -> d
     if old_value is None or new_value is None:
         missing = "the old primary's last position" if old_value is None else "the new primary's position"
         return {"measured": False, "bytes": None, "why": why_not or f"{missing} is unknown"}
-    return {"measured": True, "bytes": max(0, old_value - new_value), "why": "",
-            "old": str(old_last), "new": str(new_replayed)}
+    lost = max(0, old_value - new_value)
+    if lost and _truthy(promoted_before):
+        return {"measured": False, "bytes": lost, "old": str(old_last), "new": str(new_replayed),
+                "why": f"{lost} bytes written by the fenced old primary after the fork, read after the operator's "
+                       "promotion: a fenced server's housekeeping (checkpoint, standby snapshot, replication ping) "
+                       "unless someone wrote past the fence; this run cannot tell them apart"}
+    return {"measured": True, "bytes": lost, "why": "", "old": str(old_last), "new": str(new_replayed)}
 
 
 def rpo_verdict(losses: Mapping[str, Any]) -> str:

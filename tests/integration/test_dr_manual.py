@@ -104,7 +104,10 @@ def test_after_the_provider_promoted_the_confirmation_switches_the_platform(regi
     state = regions.state()
     assert state["live_region"] == "dr" and state["epoch"] == 1
     report = json.loads(Path(state["history"][-1]["report"]).read_text())
-    assert report["rpo"] == "met: 0 bytes lost (measured)", report["loss"]
+    # Measured where the provider's promotion forked the new servers from the fenced old ones: 0 bytes, or - when
+    # the fenced server wrote its housekeeping (a timed checkpoint) after the promotion - said to be unknown.
+    assert report["rpo"] == "met: 0 bytes lost (measured)" or (
+        report["rpo"].startswith("not measured") and "housekeeping" in report["rpo"]), report["loss"]
     promote = next(step for step in report["steps"] if step["step"] == "promote")["detail"]
     assert promote["promoted_by"] == {"postgres": "the operator in cloudsql", "redis": "the operator in memorystore"}
     assert promote["old_redis_now_replica_of"].startswith("none: memorystore does not let it follow"), promote

@@ -384,3 +384,13 @@ def test_with_the_old_primary_gone_the_lag_is_the_age_of_the_last_replayed_commi
     assert gate["services"]["postgres"]["lag_seconds"] is None
     assert "cannot be measured" in gate["over_rpo"][0] and not gate["allowed"]
     assert dr.preflight(plan(), measured(pg_new=never, pg_old=gone), 300, force=True, old_region_lost=True)["allowed"]
+
+
+def test_bytes_past_the_fork_of_a_server_promoted_before_the_run_are_not_called_a_measured_loss() -> None:
+    """Manual mode: the operator promoted the replica in the provider; the fenced old primary may have written a
+    checkpoint since. Those bytes are an unknown, not a measured loss - and 0 bytes stays a measured 0."""
+    after = dr.loss("postgres", "0/3000100", "0/3000000", promoted_before=True)
+    assert after["measured"] is False and after["bytes"] == 256 and "housekeeping" in after["why"]
+    assert dr.rpo_verdict({"postgres": after}).startswith("not measured: postgres: 256 bytes")
+    assert dr.loss("postgres", "0/3000000", "0/3000000", promoted_before=True)["measured"] is True
+    assert dr.loss("postgres", "0/3000100", "0/3000000")["bytes"] == 256  # promoted by this run: a measured loss
