@@ -48,7 +48,10 @@ def _pick_new(servers: list[dict[str, Any]], target: str) -> dict[str, Any] | No
 # promotes over the network itself; managed ones no Ansible module promotes (MANUAL_PROVIDERS) the operator promotes
 # in the provider between a first run (fence, measure, instructions) and a second one with dr_promoted_in_provider.
 MANUAL_PROVIDERS = {"cloudsql", "elasticache", "memorystore"}
-SWITCHED_PROVIDERS = {"self_managed"} | MANUAL_PROVIDERS
+# Providers whose promotion an entry point of the postgres role asks of the provider's API, then reads back.
+PROVIDER_PROMOTIONS = {"rds": "the RDS read replica promoted (amazon.aws.rds_instance read_replica false, "
+                              "PromoteReadReplica where the collection does not act), read back"}
+SWITCHED_PROVIDERS = {"self_managed"} | MANUAL_PROVIDERS | set(PROVIDER_PROMOTIONS)
 MODE_REFUSALS = {
     "kubernetes": "each region's in-cluster {name} ({service}_mode kubernetes) is a standalone database with no "
                   "replica in the other region: a failover would land on an empty one",
@@ -79,8 +82,9 @@ def mode_problems(modes: Mapping[str, Any] | None, topology: Mapping[str, Any] |
         other = sorted({item.get("provider") or "unset" for item in servers} - SWITCHED_PROVIDERS)
         if other:
             problems.append(f"{NAMES[service]} provider {', '.join(other)} ({service}_external_provider) is not one "
-                            f"dr-failover switches (self_managed; {', '.join(sorted(MANUAL_PROVIDERS))} with the "
-                            "operator): fail it over in the provider and point the endpoints at the new primary")
+                            f"dr-failover switches (self_managed, {', '.join(sorted(PROVIDER_PROMOTIONS))}; "
+                            f"{', '.join(sorted(MANUAL_PROVIDERS))} with the operator): fail it over in the provider "
+                            "and point the endpoints at the new primary")
     return problems
 
 
@@ -354,7 +358,9 @@ def check_walk(the_plan: Mapping[str, Any], gate: Mapping[str, Any], catchup_sec
     for line in manual_steps(the_plan):
         lines.append(f"promote: would stop after the fence and ask the operator to promote {line}; then run again with "
                      "-e dr_promoted_in_provider=true, which reads the new primary back as writable")
-    promotes = [f"pg_promote {host(pg.get('new'))}{over['postgres']}" if not pg.get("manual") else "",
+    by_provider = PROVIDER_PROMOTIONS.get(str(pg.get("provider")))
+    promotes = [(f"promote PostgreSQL {host(pg.get('new'))} through its provider: {by_provider}" if by_provider
+                 else f"pg_promote {host(pg.get('new'))}{over['postgres']}") if not pg.get("manual") else "",
                 f"REPLICAOF NO ONE {host(rd.get('new'))}{over['redis']}" if not rd.get("manual") else ""]
     lines.append(f"promote: would {' and '.join(item for item in promotes if item) or 'read the promoted servers'}, "
                  f"write epoch {the_plan.get('epoch')} into both"
@@ -401,7 +407,8 @@ def loss(service: str, old_last: Any, new_replayed: Any, why_not: str = "", prom
 
     promoted_before: the new server was promoted before this run (by the operator in a managed provider). The old
     position is then read after the fork, and a fenced primary keeps writing bytes that are not data (a checkpoint, a
-    standby snapshot; Redis replication pings): more than 0 bytes is not a measured loss but an unknown one."""
+    standby snapshot, autovacuum; Redis replication pings): more than 0 bytes is not a measured loss but an unknown
+    one."""
     if service == "postgres":
         old_value, new_value = parse_lsn(old_last), parse_lsn(new_replayed)
     else:
@@ -414,8 +421,9 @@ def loss(service: str, old_last: Any, new_replayed: Any, why_not: str = "", prom
     if lost and _truthy(promoted_before):
         return {"measured": False, "bytes": lost, "old": str(old_last), "new": str(new_replayed),
                 "why": f"{lost} bytes written by the fenced old primary after the fork, read after the operator's "
-                       "promotion: a fenced server's housekeeping (checkpoint, standby snapshot, replication ping) "
-                       "unless someone wrote past the fence; this run cannot tell them apart"}
+                       "promotion: a fenced server's own writes (autovacuum, a checkpoint, a standby snapshot, a "
+                       "replication ping; its housekeeping) unless someone wrote past the fence; this run cannot tell "
+                       "them apart"}
     return {"measured": True, "bytes": lost, "why": "", "old": str(old_last), "new": str(new_replayed)}
 
 

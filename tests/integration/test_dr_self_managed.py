@@ -45,7 +45,10 @@ class ExternalRegions:
     (a throw-away namespace and state namespace; the state in the clusters), or without (the state in a file)."""
 
     def __init__(self, servers: DataServers, clusters: LocalClusters | None = None, namespace: str = "",
-                 state_namespace: str = "", providers: tuple[str, str] = ("self_managed", "self_managed")) -> None:
+                 state_namespace: str = "", providers: tuple[str, str] = ("self_managed", "self_managed"),
+                 endpoint_vars: dict[str, dict[str, Any]] | None = None, variables: dict[str, Any] | None = None
+                 ) -> None:
+        """endpoint_vars: more values per endpoint (pg-east, pg-west, redis-east, redis-west); variables: for all."""
         self.servers, self.clusters, self.namespace = servers, clusters, namespace
         self.state_namespace = state_namespace
         self.local_dir = servers.root / "external"
@@ -63,6 +66,9 @@ class ExternalRegions:
                 "redis-west": {"sapphire_region": "dr", "redis_external_port": ports["redis-dr"],
                                "redis_replication_role": "replica", "redis_replica_of": "redis-east"}}},
         }
+        for group in endpoints.values():
+            for name, values in group["hosts"].items():
+                values.update((endpoint_vars or {}).get(name, {}))
         inventory = {"all": {"children": endpoints, "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "postgres_mode": "external", "redis_mode": "external",
@@ -71,7 +77,7 @@ class ExternalRegions:
             "postgres_external_sslmode": "disable", "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
             "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
-            "trading_agents": AGENTS, **servers.secrets}}}
+            "trading_agents": AGENTS, **servers.secrets, **(variables or {})}}}
         if clusters:
             self.inventory = with_clusters(servers.root, inventory,
                                            {"namespace": namespace, "state_namespace": state_namespace})

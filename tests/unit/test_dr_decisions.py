@@ -107,7 +107,7 @@ def test_self_managed_endpoints_are_switched_over_the_network() -> None:
     assert result["layout"]["redis-primary"] == {"redis_replication_role": "replica", "redis_replica_of": "redis-dr"}
 
 
-@pytest.mark.parametrize("provider", ["rds", "unset"])
+@pytest.mark.parametrize("provider", ["unset", "aurora"])
 def test_a_provider_dr_failover_does_not_promote_is_refused_by_name(provider: str) -> None:
     topology = topo.topology(CLUSTERS, [], [], None, "external", "external", external("self_managed", provider))
     problems = dr.plan(topology, "dr", "failover", EXTERNAL)["problems"]
