@@ -14,7 +14,6 @@ nothing of the toolkit is patched. Redis is self-managed (test_dr_self_managed.p
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 from test_dr import in_recovery
 from test_dr_self_managed import ExternalRegions, app_can_write
-from test_rds_provider import CREDENTIALS, client, free_port, rds_promotes_like_aws, source_of, subnet_group
+from test_rds_provider import CREDENTIALS, client, free_port, rds_promotes_like_aws, replica_pair, source_of
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -52,21 +51,10 @@ def regions() -> Iterator[dict[str, Any]]:
     moto = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
     url = f"http://127.0.0.1:{port}"
-    suffix = uuid.uuid4().hex[:6]
-    east, west = f"sapphire-east-{suffix}", f"sapphire-west-{suffix}"
     env = None
     try:
-        for region in ("us-east-1", "us-west-2"):
-            subnet_group(url, region)
-        rds_east = client(url, "rds", "us-east-1")
-        rds_east.create_db_instance(DBInstanceIdentifier=east, Engine="postgres", DBInstanceClass="db.m5.large",
-                                    AllocatedStorage=20, MasterUsername="sapphire_admin",
-                                    MasterUserPassword=f"pw-{uuid.uuid4().hex}", BackupRetentionPeriod=7,
-                                    DBSubnetGroupName="sapphire")
-        arn = rds_east.describe_db_instances(DBInstanceIdentifier=east)["DBInstances"][0]["DBInstanceArn"]
-        client(url, "rds", "us-west-2").create_db_instance_read_replica(
-            DBInstanceIdentifier=west, SourceDBInstanceIdentifier=arn, DBInstanceClass="db.m5.large",
-            SourceRegion="us-east-1", DBSubnetGroupName="sapphire")
+        pair = replica_pair(url)
+        east, west = pair["east"], pair["west"]
         env = ExternalRegions.start(
             "sapphire-dr-rds-", providers=("rds", "self_managed"),
             endpoint_vars={"pg-east": {"postgres_rds_instance": east, "postgres_rds_region": "us-east-1"},

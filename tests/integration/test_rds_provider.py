@@ -84,23 +84,27 @@ def subnet_group(url: str, region: str) -> None:
                                                       SubnetIds=subnets)
 
 
-@pytest.fixture(scope="module")
-def regions(moto: str) -> dict[str, str]:
+def replica_pair(url: str) -> dict[str, str]:
     """sapphire-east-<id> in us-east-1 and its cross-region read replica sapphire-west-<id> in us-west-2."""
     suffix = uuid.uuid4().hex[:6]
     east, west = f"sapphire-east-{suffix}", f"sapphire-west-{suffix}"
     for region in ("us-east-1", "us-west-2"):
-        subnet_group(moto, region)
-    rds_east = client(moto, "rds", "us-east-1")
+        subnet_group(url, region)
+    rds_east = client(url, "rds", "us-east-1")
     rds_east.create_db_instance(DBInstanceIdentifier=east, Engine="postgres", DBInstanceClass="db.m5.large",
                                 AllocatedStorage=20, MasterUsername="sapphire_admin",
                                 MasterUserPassword=f"pw-{uuid.uuid4().hex}", BackupRetentionPeriod=7,
                                 DBSubnetGroupName="sapphire")
     arn = rds_east.describe_db_instances(DBInstanceIdentifier=east)["DBInstances"][0]["DBInstanceArn"]
-    client(moto, "rds", "us-west-2").create_db_instance_read_replica(
+    client(url, "rds", "us-west-2").create_db_instance_read_replica(
         DBInstanceIdentifier=west, SourceDBInstanceIdentifier=arn, DBInstanceClass="db.m5.large",
         SourceRegion="us-east-1", DBSubnetGroupName="sapphire")
-    return {"east": east, "west": west, "east_arn": arn, "url": moto}
+    return {"east": east, "west": west, "east_arn": arn, "url": url}
+
+
+@pytest.fixture(scope="module")
+def regions(moto: str) -> dict[str, str]:
+    return replica_pair(moto)
 
 
 def run(regions: dict[str, str], entry_point: str, check: bool = False, **variables: Any) -> PlaybookResult:
