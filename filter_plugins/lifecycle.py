@@ -181,6 +181,7 @@ def backup_retention_days(overrides: Any = None) -> dict[str, int]:
 # Who backs up each component, by how its live primary is run (the topology's provider): the toolkit itself for data
 # hosts and self-managed endpoints, an RDS snapshot for rds; any other provider keeps its own backups.
 BACKED_UP_BY_TOOLKIT = {"postgres": {"host", "self_managed", "rds"}, "redis": {"host", "self_managed"}}
+PROVIDERS_KEEPING_BACKUPS = {"postgres": {"cloudsql"}, "redis": {"elasticache", "memorystore"}}
 
 
 def backup_provider_managed(components: list[str], providers: dict[str, Any]) -> dict[str, str]:
@@ -190,8 +191,14 @@ def backup_provider_managed(components: list[str], providers: dict[str, Any]) ->
     kept = {}
     for component in components:
         provider = str((providers or {}).get(component) or "")
-        if provider and provider not in BACKED_UP_BY_TOOLKIT.get(component, set()):
-            kept[component] = provider
+        if not provider or provider in BACKED_UP_BY_TOOLKIT.get(component, set()):
+            continue
+        if provider not in PROVIDERS_KEEPING_BACKUPS.get(component, set()):
+            known = sorted(BACKED_UP_BY_TOOLKIT.get(component, set()) - {"host"}
+                           | PROVIDERS_KEEPING_BACKUPS.get(component, set()))
+            raise AnsibleFilterError(f"{component}_external_provider of the live {component} endpoint is "
+                                     f"{provider!r}: set it to one of {', '.join(known)}. Nothing was backed up.")
+        kept[component] = provider
     return kept
 
 

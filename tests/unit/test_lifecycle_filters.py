@@ -119,6 +119,10 @@ def test_a_provider_that_keeps_its_own_backups_is_named_not_failed() -> None:
     assert lifecycle.backup_provider_managed(["postgres", "redis"], {"postgres": "rds", "redis": "self_managed"}) == {}
     assert lifecycle.backup_provider_managed(["redis"], {"postgres": "cloudsql", "redis": "host"}) == {}
     assert lifecycle.backup_provider_managed(["postgres"], {"postgres": ""}) == {}
+    # A typo or a missing provider is refused naming the variable, not reported as the provider's backups.
+    for wrong in ("self_manged", "unset"):
+        with pytest.raises(AnsibleFilterError, match=f"redis_external_provider .* '{wrong}'"):
+            lifecycle.backup_provider_managed(["redis"], {"redis": wrong})
 
 
 def test_the_backup_summary_says_what_was_taken_and_what_the_provider_keeps() -> None:
