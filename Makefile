@@ -10,12 +10,12 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 INTEGRATION_WORKERS ?= 2
 
-.PHONY: help setup venv collections packages kube vault deploy cluster validate down purge test lint unit integration molecule bench
+.PHONY: help setup venv collections packages kube s3 vault deploy cluster validate down purge test lint unit integration molecule bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: venv collections packages kube vault ## Install everything (idempotent): .venv, collections, distro packages, Kubernetes binaries, local vault
+setup: venv collections packages kube s3 vault ## Install everything (idempotent): .venv, collections, distro packages, Kubernetes binaries, the S3 server, local vault
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -32,6 +32,9 @@ packages:
 
 kube:
 	@tools/kube/build
+
+s3:
+	@tools/s3/build
 
 vault: venv
 	@$(VENV)/bin/python tools/local-vault
