@@ -40,6 +40,8 @@ vault: venv
 	@$(VENV)/bin/python tools/local-vault
 
 deploy: setup ## The main job: the whole platform on the local default (deploy.yml on inventories/local)
+	@# The clusters first: every playbook reads the live region from them, so they must answer before deploy.yml.
+	ansible-playbook playbooks/cluster.yml -i $(INVENTORY)
 	ansible-playbook deploy.yml -i $(INVENTORY)
 
 cluster: setup ## Only the local Kubernetes control planes (local-primary, local-dr)

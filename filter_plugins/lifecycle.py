@@ -202,19 +202,28 @@ def backup_provider_managed(components: list[str], providers: dict[str, Any]) ->
     return kept
 
 
-def backup_summary(reports: list[dict[str, Any]], backup_id: str, root: str, kept: dict[str, str]) -> list[str]:
-    """Filter: one line per component of a backup run: what was taken (bytes and where, or the RDS snapshot and its
-    copy) and what its provider keeps."""
+def backup_summary(reports: list[dict[str, Any]], backup_id: str, region: str, kept: dict[str, str]) -> list[str]:
+    """Filter: one line per component of a backup run: what was taken and where it is (pgBackRest's label in each
+    region's repository, the files' bytes and buckets, or the RDS snapshot and its copy) and what its provider keeps."""
     lines = []
     for report in reports or []:
         files = report.get("files") or []
         snapshot = report.get("snapshot") or {}
-        size = sum(int(item.get("bytes") or 0) for item in files)
-        copy = snapshot.get("copy_region") or "no other region"
-        where = (f"{size} bytes in {root}/{report['component']}/{backup_id}" if files
-                 else f"snapshot {snapshot.get('id', '?')}, copy in {copy}")
+        repositories = report.get("repositories") or []
+        if repositories:
+            where = "pgBackRest " + ", ".join(
+                f"{repo.get('label') or 'NO BACKUP'} ({repo.get('type', '?')}, {repo.get('repo_bytes', 0)} bytes stored) in "
+                f"bucket {repo.get('bucket')}" for repo in repositories)
+        elif files:
+            size = sum(int(item.get("bytes") or 0) for item in files)
+            buckets = report.get("buckets") or []
+            where = (f"{size} bytes in {', '.join(buckets) or 'no bucket'} under {report.get('prefix', '?')}/"
+                     if buckets else f"{size} bytes staged, not uploaded")
+        else:
+            copy = snapshot.get("copy_region") or "no other region"
+            where = f"snapshot {snapshot.get('id', '?')}, copy in {copy}"
         lines.append(f"{report['component']} {backup_id} from {report.get('host')} ({report.get('role')}, lag "
-                     f"{report.get('replication_lag_seconds')} s): {where}")
+                     f"{report.get('replication_lag_seconds')} s; live region {region}): {where}")
     for component, provider in sorted((kept or {}).items()):
         lines.append(f"{component}: NOT backed up by this toolkit: its provider ({provider}) keeps the backups, whose "
                      "schedule, retention and restore are the provider's")

@@ -125,16 +125,27 @@ def test_a_provider_that_keeps_its_own_backups_is_named_not_failed() -> None:
             lifecycle.backup_provider_managed(["redis"], {"redis": wrong})
 
 
-def test_the_backup_summary_says_what_was_taken_and_what_the_provider_keeps() -> None:
-    reports = [{"component": "postgres", "host": "pg-east", "role": "primary", "replication_lag_seconds": 0.0,
-                "files": [{"bytes": 100}, {"bytes": 23}]},
+def test_the_backup_summary_says_what_was_taken_where_and_what_the_provider_keeps() -> None:
+    reports = [{"component": "redis", "host": "redis-east", "role": "primary", "replication_lag_seconds": 0,
+                "files": [{"bytes": 100}, {"bytes": 23}], "prefix": "redis/20261205T000000Z",
+                "buckets": ["backups-east", "backups-west"]},
                {"component": "postgres", "host": "rds-east", "role": "primary", "replication_lag_seconds": "n/a",
-                "files": [], "snapshot": {"id": "snap-1", "copy_region": "us-west-2"}}]
-    lines = lifecycle.backup_summary(reports, "20261205T000000Z", "/b", {"redis": "elasticache"})
-    assert lines[0] == ("postgres 20261205T000000Z from pg-east (primary, lag 0.0 s): "
-                        "123 bytes in /b/postgres/20261205T000000Z")
+                "files": [], "snapshot": {"id": "snap-1", "copy_region": "us-west-2"}},
+               {"component": "postgres", "host": "pg-east", "role": "primary", "replication_lag_seconds": 0.0,
+                "files": [], "repositories": [
+                    {"repo": 1, "bucket": "backups-east", "label": "20261205-000000F", "type": "full", "repo_bytes": 7},
+                    {"repo": 2, "bucket": "backups-west", "label": ""}]},
+               {"component": "redis", "host": "redis-east", "role": "primary", "replication_lag_seconds": 0,
+                "files": [{"bytes": 5}]}]
+    lines = lifecycle.backup_summary(reports, "20261205T000000Z", "east", {"redis": "elasticache"})
+    assert lines[0] == ("redis 20261205T000000Z from redis-east (primary, lag 0 s; live region east): "
+                        "123 bytes in backups-east, backups-west under redis/20261205T000000Z/")
     assert lines[1].endswith("snapshot snap-1, copy in us-west-2")
-    assert lines[2].startswith("redis: NOT backed up by this toolkit: its provider (elasticache) keeps the backups")
+    # A repository without the backup is named, never summed into a success.
+    assert lines[2].endswith("pgBackRest 20261205-000000F (full, 7 bytes stored) in bucket backups-east, "
+                             "NO BACKUP (?, 0 bytes stored) in bucket backups-west")
+    assert lines[3].endswith("5 bytes staged, not uploaded")
+    assert lines[4].startswith("redis: NOT backed up by this toolkit: its provider (elasticache) keeps the backups")
 
 
 def test_backup_retention_days_default_once_and_reject_nonsense() -> None:
