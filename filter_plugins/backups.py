@@ -28,7 +28,8 @@ def pgbackrest_newest(info: Any, stanza: str, buckets: list[str]) -> list[dict[s
     {repo, bucket, label, type, started, stopped (UTC ISO 8601), bytes (database size), repo_bytes (stored, compressed
     and encrypted), lsn_start, lsn_stop, wal_start, wal_stop, status}. A repository without a backup has label ''."""
     entry = _stanza(info, stanza)
-    statuses = {int(repo.get("key", 0)): (repo.get("status") or {}).get("message", "") for repo in entry.get("repo") or []}
+    statuses = {int(repo.get("key", 0)): (repo.get("status") or {}).get("message", "")
+                for repo in entry.get("repo") or []}
     result = []
     for key, bucket in enumerate(buckets, start=1):
         backups = [item for item in entry.get("backup") or []
@@ -40,7 +41,8 @@ def pgbackrest_newest(info: Any, stanza: str, buckets: list[str]) -> list[dict[s
             size = newest.get("info") or {}
             row.update(label=newest.get("label", ""), type=newest.get("type", ""),
                        started=_iso(stamp.get("start")), stopped=_iso(stamp.get("stop")),
-                       bytes=int(size.get("size") or 0), repo_bytes=int((size.get("repository") or {}).get("delta") or 0),
+                       bytes=int(size.get("size") or 0),
+                       repo_bytes=int((size.get("repository") or {}).get("delta") or 0),
                        lsn_start=(newest.get("lsn") or {}).get("start", ""),
                        lsn_stop=(newest.get("lsn") or {}).get("stop", ""),
                        wal_start=(newest.get("archive") or {}).get("start", ""),
@@ -113,7 +115,8 @@ def backup_prune_plan(ids: list[str], retention: dict[str, Any], now: float, kee
     manifests last, so an interrupted prune never leaves a manifest naming objects that are gone."""
     if not isinstance(retention, dict) or not retention:
         raise AnsibleFilterError(f"retention must be a mapping of component to days, not {retention!r}")
-    expired = {component: backup_prune(ids, days, now, keep)["expired"] for component, days in sorted(retention.items())}
+    expired = {component: backup_prune(ids, days, now, keep)["expired"]
+               for component, days in sorted(retention.items())}
     manifests = backup_prune(ids, max(int(days) for days in retention.values()), now, keep)["expired"]
     prefixes = [f"{component}/{backup_id}" for component, gone in expired.items() for backup_id in gone]
     return {"expired": expired, "manifests": manifests,

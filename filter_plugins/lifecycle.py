@@ -212,8 +212,8 @@ def backup_summary(reports: list[dict[str, Any]], backup_id: str, region: str, k
         repositories = report.get("repositories") or []
         if repositories:
             where = "pgBackRest " + ", ".join(
-                f"{repo.get('label') or 'NO BACKUP'} ({repo.get('type', '?')}, {repo.get('repo_bytes', 0)} bytes stored) in "
-                f"bucket {repo.get('bucket')}" for repo in repositories)
+                f"{repo.get('label') or 'NO BACKUP'} ({repo.get('type', '?')}, {repo.get('repo_bytes', 0)} bytes "
+                f"stored) in bucket {repo.get('bucket')}" for repo in repositories)
         elif files:
             size = sum(int(item.get("bytes") or 0) for item in files)
             buckets = report.get("buckets") or []

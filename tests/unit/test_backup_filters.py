@@ -59,7 +59,8 @@ def test_restore_arguments_for_a_backup_set_and_for_a_point_in_time() -> None:
 
 def test_only_ids_with_a_manifest_are_complete_backups() -> None:
     keys = ["backups/20261201T000000Z/manifest.json", "backups/20261202T000000Z/partial.json",
-            "backups/notanid/manifest.json", "redis/20261203T000000Z/dump.rdb", "backups/20261130T000000Z/manifest.json"]
+            "backups/notanid/manifest.json", "redis/20261203T000000Z/dump.rdb",
+            "backups/20261130T000000Z/manifest.json"]
     assert backups.backup_ids(keys) == ["20261130T000000Z", "20261201T000000Z"]
 
 
