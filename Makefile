@@ -54,7 +54,7 @@ down: venv ## Stop the local default (workload, servers, clusters); keeps the Re
 	tools/local-down
 
 purge: down ## down, then delete every local state and data directory (.local) — data is lost
-	rm -rf .local/redis .local/postgres .local/prometheus .local/workload .local/reports .local/backups
+	rm -rf .local/redis .local/postgres .local/prometheus .local/workload .local/reports .local/backups .local/backup-store
 
 test: setup lint unit integration molecule ## Everything CI runs
 

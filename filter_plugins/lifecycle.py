@@ -163,7 +163,7 @@ BACKUP_RETENTION_DAYS = {"postgres": 30, "redis": 7}  # seed 001: 30 days for th
 
 def backup_retention_days(overrides: Any = None) -> dict[str, int]:
     """Filter: days to keep each component's backups: the seed defaults with backup_retention_days over them.
-    The one place the default lives; backup.yml and cleanup.yml pass the result to sapphire_backup_retention."""
+    The one place the default lives; backup.yml passes the result to pgBackRest and the prune (filters/backups.py)."""
     if overrides in (None, ""):
         overrides = {}
     if not isinstance(overrides, dict):

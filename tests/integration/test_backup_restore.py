@@ -1,41 +1,71 @@
-"""backup.yml and restore.yml on real servers of a throw-away inventory.
+"""backup.yml and restore.yml on real servers of a throw-away inventory, with a real object store.
 
-The same two-region data servers as test_dr.py (PostgreSQL primary + standby, Redis primary +
-replica, made by the roles on free ports). What an operator relies on: a backup restores into a
-scratch server with the row and key counts of the moment it was taken (not of the live server
-later), the live servers are untouched by that drill, a damaged backup is refused, a restore over
-a live instance is refused, before anything is written, unless confirm equals the inventory's
-environment name (the rule of every disruptive run) and then brings the data back, the
-retention deletes only expired backups and only when asked, the last success is recorded for
-the BackupStale alert, and no secret reaches the output even at -vvv.
+The same two-region data servers as test_dr.py (PostgreSQL primary + standby, Redis primary + replica, made by the
+roles on free ports), plus this test's own S3 server (role backup_store: SeaweedFS, HTTPS, SSE-S3, versioned buckets
+with object lock, one per region) and PostgreSQL archiving its WAL into it with pgBackRest. What an operator relies
+on: a backup lands encrypted in every region's bucket with a manifest whose checksums match, and nothing of it stays
+on the database host; it restores from the bucket into a scratch server with the row and key counts of the moment it
+was taken (not of the live server later), the live servers untouched by that drill; a point-in-time restore returns
+exactly what was committed before the time; a changed object in the bucket is refused; object lock refuses a delete;
+a restore over a live instance is refused, before anything is written, unless confirm equals the inventory's
+environment name, and then brings the data back; the retention removes only whole expired backups and only when
+asked; the last success is recorded for the BackupStale alert; and no secret reaches the output even at -vvv.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+import botocore.config
+import botocore.exceptions
 import pytest
 from test_dr import TABLES, DataServers, insert_trade
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 ROWS = {"trades": 7, "agent_decisions": 3, "signals": 2, "liquidations": 1, "whale_transactions": 0}
+BUCKETS = {"primary": "sapphire-test-primary", "dr": "sapphire-test-dr"}
 
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[DataServers]:
-    env = DataServers.start("sapphire-backup-")
+    env = DataServers.start("sapphire-backup-", backup_store=True)
     try:
         yield env
     finally:
         env.stop()
+
+
+def s3(servers: DataServers) -> Any:
+    """An S3 client of the test's object store, with the inventory's key and CA."""
+    variables = servers.inventory_vars()
+    return boto3.client("s3", endpoint_url=variables["backup_store_endpoint"], region_name="us-east-1",
+                        aws_access_key_id=variables["backup_store_access_key"],
+                        aws_secret_access_key=servers.secrets["backup_store_secret_key"],
+                        verify=variables["backup_store_ca_file"],
+                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+
+def keys(servers: DataServers, bucket: str, prefix: str) -> list[str]:
+    listed = s3(servers).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def manifest(servers: DataServers, backup_id: str, bucket: str = BUCKETS["primary"]) -> dict[str, Any]:
+    body = s3(servers).get_object(Bucket=bucket, Key=f"backups/{backup_id}/manifest.json")["Body"].read()
+    return json.loads(body)
+
+
+def backup_ids(servers: DataServers) -> list[str]:
+    return sorted(key.split("/")[1] for key in keys(servers, BUCKETS["primary"], "backups/")
+                  if key.endswith("/manifest.json"))
 
 
 def seed_data(servers: DataServers) -> dict[str, Any]:
@@ -57,11 +87,6 @@ def seed_data(servers: DataServers) -> dict[str, Any]:
     return {"keys": client.dbsize()}
 
 
-def backups(servers: DataServers, component: str) -> list[Path]:
-    root = servers.local_dir / "backups" / component
-    return sorted(path for path in root.iterdir() if (path / "manifest.json").exists()) if root.exists() else []
-
-
 def debug_messages(result: Any, task: str) -> Any:
     return next(iter(result.task_results(task).values()))["msg"]
 
@@ -72,24 +97,40 @@ def first_backup(servers: DataServers) -> dict[str, Any]:
     started = time.time()
     result = servers.run("backup.yml")
     assert result.rc == 0, result.explain()
-    return {"seeded": seeded, "started": started, "result": result}
+    (backup_id,) = backup_ids(servers)
+    return {"seeded": seeded, "started": started, "result": result, "id": backup_id}
 
 
-def test_backup_writes_a_manifest_with_checksums_and_counts(servers: DataServers,
-                                                            first_backup: dict[str, Any]) -> None:
-    (pg_backup,) = backups(servers, "postgres")
-    manifest = json.loads((pg_backup / "manifest.json").read_text())
-    assert manifest["host"] == "pg-primary" and manifest["role"] == "primary"
-    assert manifest["rows_at_start"] == ROWS
-    assert {item["name"] for item in manifest["files"]} >= {"base.tar.gz", "pg_wal.tar.gz"}
-    assert all(len(item["sha256"]) == 64 and item["bytes"] > 0 for item in manifest["files"])
-    assert manifest["standbys"][0]["state"] == "streaming"
-    assert manifest["retention_days"] == 30
-    (redis_backup,) = backups(servers, "redis")
-    redis_manifest = json.loads((redis_backup / "manifest.json").read_text())
-    assert redis_manifest["keys_at_start"] == first_backup["seeded"]["keys"]
-    assert redis_manifest["retention_days"] == 7
-    assert (redis_backup / "dump.rdb").stat().st_mode & 0o077 == 0, "backup files must be private"
+def test_backup_lands_encrypted_in_every_regions_bucket_with_a_manifest_whose_checksums_match(
+        servers: DataServers, first_backup: dict[str, Any]) -> None:
+    backup_id = first_backup["id"]
+    found = manifest(servers, backup_id)
+    assert found == manifest(servers, backup_id, BUCKETS["dr"]), "the DR region's bucket holds the same backup"
+    postgres, redis_part = found["components"]["postgres"], found["components"]["redis"]
+    assert postgres["host"] == "pg-primary" and postgres["role"] == "primary"
+    assert postgres["rows_at_start"] == ROWS
+    assert postgres["standbys"][0]["state"] == "streaming"
+    assert found["retention_days"] == {"postgres": 30, "redis": 7}
+    # pgBackRest: one backup set per region's repository, encrypted by the repository cipher.
+    assert [repo["bucket"] for repo in postgres["repositories"]] == [BUCKETS["primary"], BUCKETS["dr"]]
+    assert all(repo["label"].endswith("F") and repo["repo_bytes"] > 0 for repo in postgres["repositories"])
+    client = s3(servers)
+    for bucket in BUCKETS.values():
+        info = client.get_object(Bucket=bucket, Key="pgbackrest/backup/sapphire/backup.info")["Body"].read()
+        assert info.startswith(b"Salted__"), "the repository must be encrypted (repo cipher)"
+        assert keys(servers, bucket, "pgbackrest/archive/sapphire/"), "the WAL archive is in every region"
+    # Redis: each file in both buckets, encrypted at rest, its sha256 the manifest's.
+    assert redis_part["keys_at_start"] == first_backup["seeded"]["keys"]
+    assert {item["name"] for item in redis_part["files"]} >= {"dump.rdb"}
+    for bucket in BUCKETS.values():
+        for item in redis_part["files"]:
+            stored = client.get_object(Bucket=bucket, Key=f"redis/{backup_id}/{item['name']}")
+            assert stored["ServerSideEncryption"] == "AES256"
+            assert hashlib.sha256(stored["Body"].read()).hexdigest() == item["sha256"]
+            assert stored["Metadata"]["sha256"] == item["sha256"]
+    # Nothing of the backup stays on the database host.
+    staging = servers.local_dir / "backups"
+    assert not [path for path in staging.rglob("*") if path.is_file()], "the staging copy must be removed"
 
 
 def test_backup_records_the_last_success_for_the_backup_stale_alert(servers: DataServers,
@@ -98,12 +139,12 @@ def test_backup_records_the_last_success_for_the_backup_stale_alert(servers: Dat
     for component in ("postgres", "redis"):
         record = client.hgetall(f"sapphire:backup:{component}")
         assert float(record["ts"]) >= int(first_backup["started"]), record
-        assert record["id"] == backups(servers, component)[-1].name
+        assert record["id"] == first_backup["id"]
         assert int(record["bytes"]) > 0
 
 
-def test_scratch_restore_reproduces_the_backup_not_the_live_data(servers: DataServers,
-                                                                 first_backup: dict[str, Any]) -> None:
+def test_scratch_restore_from_the_bucket_reproduces_the_backup_not_the_live_data(
+        servers: DataServers, first_backup: dict[str, Any]) -> None:
     # Written after the backup: the restore must not show it, and must not touch the live servers.
     with servers.app("pg-primary") as conn:
         insert_trade(conn, "after-the-backup")
@@ -112,6 +153,7 @@ def test_scratch_restore_reproduces_the_backup_not_the_live_data(servers: DataSe
     assert result.rc == 0, result.explain()
     reports = {item["component"]: item for item in debug_messages(result, "Show what was restored and verified")}
     assert reports["postgres"]["verified"] and reports["postgres"]["target"] == "scratch"
+    assert reports["postgres"]["backup"] == first_backup["id"]
     assert reports["postgres"]["rows"] == ROWS
     assert reports["postgres"]["tables_present"] == len(TABLES)
     assert reports["postgres"]["newest_trade"]
@@ -121,23 +163,69 @@ def test_scratch_restore_reproduces_the_backup_not_the_live_data(servers: DataSe
     with servers.app("pg-primary") as conn:
         assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] == ROWS["trades"] + 1
     assert servers.redis("redis-primary").get("sapphire:test:after") == "1"
-    assert not list(Path("/tmp").glob(f"sapphire-restore-*/data/base*{servers.root.name}*"))
+    assert not list((servers.local_dir / "backups").rglob("dump.rdb")), "the downloads must be removed"
 
 
-def test_a_damaged_backup_is_refused(servers: DataServers, first_backup: dict[str, Any]) -> None:
-    source = backups(servers, "redis")[-1]
-    damaged = source.parent / "20200101T000000Z"
-    shutil.copytree(source, damaged)
-    try:
-        with (damaged / "dump.rdb").open("r+b") as handle:
-            handle.seek(12)
-            handle.write(b"XXXX")
-        result = servers.run("restore.yml", extra_vars={"restore_backup": damaged.name,
-                                                        "restore_components": ["redis"]})
-        assert result.rc != 0
-        assert "damaged or incomplete: dump.rdb" in "\n".join(result.failure_messages())
-    finally:
-        shutil.rmtree(damaged)
+def archived(servers: DataServers) -> None:
+    """Close the current WAL segment and wait until pgBackRest archived it (into every repository)."""
+    with servers.admin("pg-primary", "postgres") as conn:
+        segment = conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0]
+        conn.execute("SELECT pg_switch_wal()")
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            last = conn.execute("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver").fetchone()[0]
+            if last >= segment:
+                return
+            time.sleep(0.5)
+    raise AssertionError(f"WAL segment {segment} was not archived in 120 s")
+
+
+def test_point_in_time_restore_returns_exactly_what_was_committed_before_the_time(
+        servers: DataServers, first_backup: dict[str, Any]) -> None:
+    with servers.app("pg-primary") as conn:
+        insert_trade(conn, "pitr-first")
+        first = conn.execute("SELECT count(*), max(timestamp) FROM trades").fetchone()
+    time.sleep(1.5)
+    target = datetime.now(UTC)
+    time.sleep(1.5)
+    with servers.app("pg-primary") as conn:
+        insert_trade(conn, "pitr-second")
+    archived(servers)
+    result = servers.run("restore.yml", extra_vars={"restore_target_time": target.isoformat(),
+                                                    "restore_components": ["postgres"]})
+    assert result.rc == 0, result.explain()
+    (report,) = debug_messages(result, "Show what was restored and verified")
+    assert report["verified"] and report["target_time"] == target.isoformat()
+    assert report["rows"]["trades"] == first[0], "the trade after the target time must not be restored"
+    assert datetime.fromisoformat(report["newest_trade"]) == first[1]
+
+
+def test_a_changed_object_in_the_bucket_is_refused_at_restore(servers: DataServers,
+                                                              first_backup: dict[str, Any]) -> None:
+    client = s3(servers)
+    key = f"redis/{first_backup['id']}/dump.rdb"
+    original = client.get_object(Bucket=BUCKETS["primary"], Key=key)["Body"].read()
+    tampered = original[:12] + b"XXXX" + original[16:]
+    client.put_object(Bucket=BUCKETS["primary"], Key=key, Body=tampered)  # a new version: the lock allows it
+    result = servers.run("restore.yml", extra_vars={"restore_backup": first_backup["id"],
+                                                    "restore_components": ["redis"]})
+    assert result.rc != 0
+    messages = " ".join("\n".join(result.failure_messages()).split())
+    assert "damaged or incomplete: dump.rdb" in messages, messages
+    # The other region's copy is intact and restores.
+    result = servers.run("restore.yml", extra_vars={"restore_backup": first_backup["id"], "restore_region": "dr",
+                                                    "restore_components": ["redis"]})
+    assert result.rc == 0, result.explain()
+    client.put_object(Bucket=BUCKETS["primary"], Key=key, Body=original)
+
+
+def test_object_lock_refuses_deleting_a_recent_backup(servers: DataServers, first_backup: dict[str, Any]) -> None:
+    client = s3(servers)
+    key = f"backups/{first_backup['id']}/manifest.json"
+    version = client.head_object(Bucket=BUCKETS["primary"], Key=key)["VersionId"]
+    with pytest.raises(botocore.exceptions.ClientError, match="AccessDenied"):
+        client.delete_object(Bucket=BUCKETS["primary"], Key=key, VersionId=version)
+    assert client.head_object(Bucket=BUCKETS["primary"], Key=key)["VersionId"] == version
 
 
 def test_restore_over_live_is_refused_without_confirm(servers: DataServers, first_backup: dict[str, Any]) -> None:
@@ -178,73 +266,39 @@ def test_confirmed_live_restore_brings_the_backup_back_and_keeps_the_old_data(
     assert not servers.redis("redis-dr").exists("sapphire:test:after")
 
 
-def test_retention_deletes_only_expired_backups_and_only_when_asked(servers: DataServers,
-                                                                    first_backup: dict[str, Any]) -> None:
-    root = servers.local_dir / "backups" / "redis"
-    expired = root / "20200101T000000Z"
-    shutil.copytree(backups(servers, "redis")[-1], expired)
-    foreign = root / "20190101T000000Z"  # no manifest: not a backup this toolkit made
-    foreign.mkdir()
+def aged_copy(servers: DataServers, source_id: str, days: float, complete: bool = True) -> str:
+    """A copy of a real backup's Redis objects and manifest under the id of `days` ago, in both buckets."""
+    backup_id = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
+    client = s3(servers)
+    for bucket in BUCKETS.values():
+        for key in keys(servers, bucket, f"redis/{source_id}/"):
+            client.copy_object(Bucket=bucket, Key=key.replace(source_id, backup_id),
+                               CopySource={"Bucket": bucket, "Key": key})
+        if complete:
+            body = manifest(servers, source_id, bucket) | {"id": backup_id}
+            client.put_object(Bucket=bucket, Key=f"backups/{backup_id}/manifest.json", Body=json.dumps(body))
+    return backup_id
+
+
+def test_retention_removes_only_whole_expired_backups_and_only_when_asked(servers: DataServers,
+                                                                          first_backup: dict[str, Any]) -> None:
+    expired = aged_copy(servers, first_backup["id"], 40)
+    recent = aged_copy(servers, first_backup["id"], 3)  # within redis' 7 days
+    incomplete = aged_copy(servers, first_backup["id"], 50, complete=False)  # no manifest: not a backup of ours
     # -vvv and plain output: the run that handles every secret prints none of them.
     result = servers.run("backup.yml", verbosity=3, json_output=False)
     output = result.stdout + result.stderr
     assert result.rc == 0, output[-5000:]
     for name, secret in servers.secrets.items():
         assert secret not in output, f"{name} printed by backup.yml at -vvv"
-    assert expired.exists(), "an expired backup was deleted without backup_prune"
-    assert f"{expired} expired; set backup_prune=true to delete them" in " ".join(output.split())
+    assert keys(servers, BUCKETS["primary"], f"redis/{expired}/"), "an expired backup was deleted without backup_prune"
+    said = " ".join(output.split())
+    assert f"redis/{expired}, backups/{expired} expired; set backup_prune=true" in said, said[-3000:]
 
     result = servers.run("backup.yml", extra_vars={"backup_prune": True})
     assert result.rc == 0, result.explain()
-    assert not expired.exists()
-    assert foreign.exists()
-    assert len(backups(servers, "redis")) == 3  # first backup and the two of this test, all within 7 days
-    assert len(backups(servers, "postgres")) == 3
-
-
-def aged_copy(source: Path, root: Path, days: float, complete: bool = True) -> Path:
-    """A copy of a real backup made by backup.yml under another backup root, with the id of `days` ago."""
-    from datetime import UTC, datetime, timedelta
-
-    backup_id = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y%m%dT%H%M%SZ")
-    target = root / source.parent.name / backup_id
-    shutil.copytree(source, target)
-    aged = time.time() - days * 86400
-    for path in target.iterdir():  # the files aged too, as the old per-file retention read them
-        os.utime(path, (aged, aged))
-    if not complete:
-        (target / "manifest.json").unlink()
-    return target
-
-
-def test_cleanup_retention_works_on_whole_backups_of_the_real_layout(servers: DataServers,
-                                                                     first_backup: dict[str, Any]) -> None:
-    """cleanup.yml and backup.yml share one retention by backup id: the only backup is kept however old,
-    an expired one goes whole (no base.tar.gz removed from under its manifest), one without a manifest stays."""
-    source = backups(servers, "postgres")[-1]
-    assert {path.name for path in source.iterdir()} >= {"base.tar.gz", "pg_wal.tar.gz", "manifest.json"}
-    root = servers.root / "aged-backups"
-    only = aged_copy(source, root, 40)
-    run_vars = {"backup_dir": str(root), "cleanup_dry_run": False, "confirm": "test"}
-
-    dry = servers.run("cleanup.yml", extra_vars={"backup_dir": str(root)}, check=True)
-    assert dry.rc == 0, dry.explain()
-    assert "WOULD DELETE" not in dry.stdout, "the only backup there is must never be listed for deletion"
-    result = servers.run("cleanup.yml", extra_vars=run_vars)
-    assert result.rc == 0, result.explain()
-    assert sorted(path.name for path in only.iterdir()) == sorted(path.name for path in source.iterdir())
-
-    older = aged_copy(source, root, 45)
-    partial = aged_copy(source, root, 50, complete=False)
-    dry = servers.run("cleanup.yml", extra_vars={"backup_dir": str(root)})
-    assert dry.rc == 0, dry.explain()
-    assert f"WOULD DELETE backup {older} (whole backup)" in dry.stdout
-    assert "base.tar.gz" not in dry.stdout and older.exists()
-    result = servers.run("cleanup.yml", extra_vars=run_vars)
-    assert result.rc == 0, result.explain()
-    assert not older.exists(), "an expired backup must go, whole"
-    assert only.exists() and (only / "base.tar.gz").exists() and (only / "manifest.json").exists()
-    assert partial.exists(), "a directory without a manifest is not the toolkit's to delete"
-    assert sorted(path.name for path in (root / "postgres").iterdir()) == sorted([only.name, partial.name])
-    again = servers.run("cleanup.yml", extra_vars=run_vars)
-    assert again.rc == 0 and again.changed == 0, again.explain()
+    for bucket in BUCKETS.values():
+        assert not keys(servers, bucket, f"redis/{expired}/") and not keys(servers, bucket, f"backups/{expired}/")
+        assert keys(servers, bucket, f"redis/{recent}/") and keys(servers, bucket, f"backups/{recent}/")
+        assert keys(servers, bucket, f"redis/{incomplete}/"), "objects without a manifest are not the toolkit's"
+    assert first_backup["id"] in backup_ids(servers) and len(backup_ids(servers)) == 4  # 3 real backups + recent

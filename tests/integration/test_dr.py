@@ -13,6 +13,7 @@ that changes nothing, a failback that returns the roles without deleting anythin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -48,6 +49,22 @@ if not (PG_BIN / "postgres").exists() or not Path("/usr/bin/redis-server").exist
                 allow_module_level=True)
 
 
+def free_port_block(count: int, low: int = 24000, high: int = 29000) -> int:
+    """The first of `count` consecutive free loopback ports in [low, high) (below the ephemeral range)."""
+    for base in range(low + uuid.uuid4().int % 400 * 10, high, 10):  # spread: parallel tests pick apart
+        if any(port in RESERVED for port in range(base, base + count)):
+            continue
+        try:
+            with contextlib.ExitStack() as stack:
+                for port in range(base, base + count):
+                    sock = stack.enter_context(socket.socket())
+                    sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+    raise AssertionError(f"no {count} consecutive free ports in [{low}, {high})")
+
+
 def free_ports(count: int) -> list[int]:
     ports: list[int] = []
     while len(ports) < count:
@@ -71,10 +88,12 @@ class DataServers:
 
     @classmethod
     def start(cls, prefix: str, clusters: dict[str, Any] | None = None,
-              variables: dict[str, Any] | None = None) -> DataServers:
+              variables: dict[str, Any] | None = None, backup_store: bool = False) -> DataServers:
         """clusters: {"namespace": ..., "state_namespace": ...} adds the local default's two clusters
         (as existing clusters) with the local inventory's platform values: the two regions whole.
-        variables: more inventory values for every host (e.g. postgres_synchronous_commit_mode: sync)."""
+        variables: more inventory values for every host (e.g. postgres_synchronous_commit_mode: sync).
+        backup_store: an S3 server of this test's own (role backup_store, host mode) with a bucket per region, and
+        PostgreSQL archiving its WAL into it with pgBackRest (what backup.yml and restore.yml need)."""
         # Not pytest's tmp_path (0700 under /tmp/pytest-of-root): the postgres and redis users
         # must be able to enter the directory.
         root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -86,6 +105,19 @@ class DataServers:
         secrets = {"postgres_password": f"app-{uuid.uuid4().hex}",
                    "postgres_replication_password": f"repl:{uuid.uuid4().hex}\\x",
                    "redis_password": f"redis-{uuid.uuid4().hex}"}
+        store: dict[str, Any] = {}
+        if backup_store:
+            port = free_port_block(10)
+            ports["backup-store"] = port
+            secrets.update({"backup_store_secret_key": f"s3-{uuid.uuid4().hex}",
+                            "backup_store_sse_kek": uuid.uuid4().hex + uuid.uuid4().hex,
+                            "postgres_pgbackrest_cipher_pass": f"cipher-{uuid.uuid4().hex}"})
+            store = {"backup_store_mode": "host", "backup_store_endpoint": f"https://127.0.0.1:{port}",
+                     "backup_store_region": "us-east-1", "backup_store_access_key": f"test{uuid.uuid4().hex[:12]}",
+                     "backup_store_buckets": {"primary": "sapphire-test-primary", "dr": "sapphire-test-dr"},
+                     "backup_store_ca_file": str(local_dir / "backup-store" / "tls" / "ca.crt"),
+                     "backup_store_object_lock_days": 1, "backup_store_object_lock_mode": "GOVERNANCE",
+                     "postgres_pgbackrest": True}
         inventory = {"all": {
             "children": {
                 "postgres_hosts": {"hosts": {
@@ -104,8 +136,12 @@ class DataServers:
             # No cluster here: the platform state lives in the controller's file (said explicitly).
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                      "postgres_mode": "host", "redis_mode": "host", "sapphire_local_dir": str(local_dir),
-                     "sapphire_environment": "test", "sapphire_state_store": "file", **secrets, **(variables or {})},
+                     "sapphire_environment": "test", "sapphire_state_store": "file", **secrets, **store,
+                     **(variables or {})},
         }}
+        if backup_store:
+            inventory["all"]["children"]["backup_store_hosts"] = {
+                "hosts": {"backup-store": {"backup_store_port": ports["backup-store"]}}}
         if clusters:
             path = with_clusters(root, inventory, clusters)
         else:
@@ -113,7 +149,10 @@ class DataServers:
             path.write_text(yaml.safe_dump(inventory))
             path.chmod(0o600)
         servers = cls(root=root, inventory=path, local_dir=local_dir, ports=ports, secrets=secrets)
-        for converge in ("molecule/postgres/converge.yml", "molecule/redis/converge.yml"):
+        converges = ["molecule/postgres/converge.yml", "molecule/redis/converge.yml"]
+        if backup_store:
+            converges.insert(0, "tests/integration/playbooks/backup_store.yml")
+        for converge in converges:
             result = servers.run(converge, timeout=900)
             if result.rc != 0:
                 servers.stop()
@@ -122,6 +161,10 @@ class DataServers:
 
     def run(self, playbook: str, extra_vars: dict[str, Any] | None = None, **kwargs: Any) -> PlaybookResult:
         return run_playbook(playbook, self.inventory, extra_vars=extra_vars, **kwargs)
+
+    def inventory_vars(self) -> dict[str, Any]:
+        """The variables every host of the inventory has (all.vars of hosts.yml)."""
+        return yaml.safe_load((self.root / "hosts.yml").read_text())["all"]["vars"]
 
     def pg_dir(self, host: str) -> Path:
         return self.local_dir / "postgres" / host
@@ -146,9 +189,10 @@ class DataServers:
             if (data / "postmaster.pid").exists():
                 subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "stop",
                                 "-m", "immediate", "-w", "-t", "60"], capture_output=True, check=False, timeout=90)
-        for host in ("redis-dr", "redis-primary"):
+        pidfiles = [self.local_dir / "redis" / host / "redis.pid" for host in ("redis-dr", "redis-primary")]
+        for pidfile in [*pidfiles, self.local_dir / "backup-store" / "weed.pid"]:
             try:
-                pid = int((self.local_dir / "redis" / host / "redis.pid").read_text().strip())
+                pid = int(pidfile.read_text().strip())
                 os.kill(pid, signal.SIGTERM)
             except (OSError, ValueError):
                 continue
@@ -169,8 +213,11 @@ def with_clusters(root: Path, inventory: dict[str, Any], clusters: dict[str, Any
     (directory / "group_vars" / "all").mkdir(parents=True)
     variables = inventory["all"]["vars"]
     variables.pop("sapphire_state_store")
+    # The data hosts of a test archive no WAL into the local default's object store (its stanza is another
+    # cluster's): a test that wants pgBackRest says so in its variables, with an object store of its own.
     variables.update({"sapphire_namespace": clusters["namespace"], "workload_enabled": False,
-                      "sapphire_state_namespace": clusters["state_namespace"], "monitoring_mode": "kubernetes"})
+                      "sapphire_state_namespace": clusters["state_namespace"], "monitoring_mode": "kubernetes",
+                      "postgres_pgbackrest": variables.get("postgres_pgbackrest", False)})
     for name in ("main.yml", "agent_tiers.yml"):
         values = yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "all" / name).read_text())
         values.update({key: value for key, value in variables.items() if key in values or name == "main.yml"})
