@@ -22,8 +22,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import boto3
-import botocore.config
 import botocore.exceptions
 import pytest
 from test_dr import TABLES, DataServers, insert_trade
@@ -44,18 +42,11 @@ def servers() -> Iterator[DataServers]:
 
 
 def s3(servers: DataServers) -> Any:
-    """An S3 client of the test's object store, with the inventory's key and CA."""
-    variables = servers.inventory_vars()
-    return boto3.client("s3", endpoint_url=variables["backup_store_endpoint"], region_name="us-east-1",
-                        aws_access_key_id=variables["backup_store_access_key"],
-                        aws_secret_access_key=servers.secrets["backup_store_secret_key"],
-                        verify=variables["backup_store_ca_file"],
-                        config=botocore.config.Config(s3={"addressing_style": "path"}))
+    return servers.s3()
 
 
 def keys(servers: DataServers, bucket: str, prefix: str) -> list[str]:
-    listed = s3(servers).list_objects_v2(Bucket=bucket, Prefix=prefix)
-    return sorted(item["Key"] for item in listed.get("Contents", []))
+    return servers.s3_keys(bucket, prefix)
 
 
 def manifest(servers: DataServers, backup_id: str, bucket: str = BUCKETS["primary"]) -> dict[str, Any]:

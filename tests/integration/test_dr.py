@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
+import botocore.config
 import psycopg
 import pytest
 import redis
@@ -117,7 +119,7 @@ class DataServers:
                      "backup_store_buckets": {"primary": "sapphire-test-primary", "dr": "sapphire-test-dr"},
                      "backup_store_ca_file": str(local_dir / "backup-store" / "tls" / "ca.crt"),
                      "backup_store_object_lock_days": 1, "backup_store_object_lock_mode": "GOVERNANCE",
-                     "postgres_pgbackrest": True}
+                     "postgres_pgbackrest": True}  # variables may say False: the store without the WAL archive
         inventory = {"all": {
             "children": {
                 "postgres_hosts": {"hosts": {
@@ -163,8 +165,36 @@ class DataServers:
         return run_playbook(playbook, self.inventory, extra_vars=extra_vars, **kwargs)
 
     def inventory_vars(self) -> dict[str, Any]:
-        """The variables every host of the inventory has (all.vars of hosts.yml)."""
-        return yaml.safe_load((self.root / "hosts.yml").read_text())["all"]["vars"]
+        """The variables every host of the inventory has (all.vars of hosts.yml, or group_vars/all/main.yml of an
+        inventory with the clusters)."""
+        if self.inventory.is_dir():
+            return yaml.safe_load((self.inventory / "group_vars" / "all" / "main.yml").read_text())
+        return yaml.safe_load(self.inventory.read_text())["all"]["vars"]
+
+    def store(self) -> dict[str, Any]:
+        """The inventory of this test's object store (backup_store=True): its variables and its host group, for an
+        inventory of another shape (test_dr_self_managed's endpoints) to include."""
+        variables = self.inventory_vars()
+        return {"vars": {key: value for key, value in variables.items() if key.startswith("backup_store_")},
+                "group": {"hosts": {"backup-store": {"backup_store_port": self.ports["backup-store"]}}}}
+
+    def s3(self) -> Any:
+        """An S3 client of this test's object store, with the inventory's key and CA."""
+        variables = self.inventory_vars()
+        return boto3.client("s3", endpoint_url=variables["backup_store_endpoint"], region_name="us-east-1",
+                            aws_access_key_id=variables["backup_store_access_key"],
+                            aws_secret_access_key=self.secrets["backup_store_secret_key"],
+                            verify=variables["backup_store_ca_file"],
+                            config=botocore.config.Config(s3={"addressing_style": "path"}))
+
+    def s3_keys(self, bucket: str, prefix: str) -> list[str]:
+        listed = self.s3().list_objects_v2(Bucket=bucket, Prefix=prefix)
+        return sorted(item["Key"] for item in listed.get("Contents", []))
+
+    def manifests(self, bucket: str = "sapphire-test-primary") -> list[dict[str, Any]]:
+        """The manifests of the complete backups in a bucket, oldest first."""
+        return [json.loads(self.s3().get_object(Bucket=bucket, Key=key)["Body"].read())
+                for key in self.s3_keys(bucket, "backups/") if key.endswith("/manifest.json")]
 
     def pg_dir(self, host: str) -> Path:
         return self.local_dir / "postgres" / host

@@ -54,7 +54,8 @@ def test_the_managed_environments_list_the_provider_steps_under_check(environmen
     inventory = Path(__file__).resolve().parents[2] / "inventories" / environment
     vault = {f"vault_{name}": "not-a-secret" for name in (
         "redis_password", "postgres_password", "postgres_replication_password", "exchange_api_key",
-        "exchange_api_secret", "telegram_bot_token", "grafana_admin_password")}
+        "exchange_api_secret", "telegram_bot_token", "grafana_admin_password", "backup_store_access_key",
+        "backup_store_secret_key")}
     failover = run_playbook("dr-failover.yml", inventory, extra_vars={"confirm": environment, **vault}, check=True,
                             env=env)
     assert failover.rc != 0

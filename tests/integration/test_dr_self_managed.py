@@ -69,7 +69,8 @@ class ExternalRegions:
         for group in endpoints.values():
             for name, values in group["hosts"].items():
                 values.update((endpoint_vars or {}).get(name, {}))
-        inventory = {"all": {"children": endpoints, "vars": {
+        store = servers.store()  # the object store of the backups, the DataServers' own
+        inventory = {"all": {"children": {**endpoints, "backup_store_hosts": store["group"]}, "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "postgres_mode": "external", "redis_mode": "external",
             "postgres_external_provider": providers[0], "redis_external_provider": providers[1],
@@ -77,7 +78,7 @@ class ExternalRegions:
             "postgres_external_sslmode": "disable", "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
             "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
-            "trading_agents": AGENTS, **servers.secrets, **(variables or {})}}}
+            "trading_agents": AGENTS, **servers.secrets, **store["vars"], **(variables or {})}}}
         if clusters:
             self.inventory = with_clusters(servers.root, inventory,
                                            {"namespace": namespace, "state_namespace": state_namespace})
@@ -89,7 +90,7 @@ class ExternalRegions:
     @classmethod
     def start(cls, prefix: str, **kwargs: Any) -> ExternalRegions:
         """Servers made by the roles, given the owner's admin login, declared as the endpoints of two regions."""
-        servers = DataServers.start(prefix)
+        servers = DataServers.start(prefix, backup_store=True, variables={"postgres_pgbackrest": False})
         try:
             with servers.admin("pg-primary", "postgres") as conn:
                 conn.execute(f"CREATE ROLE {ADMIN_USER} SUPERUSER LOGIN PASSWORD '{ADMIN_PASSWORD}'")
@@ -321,20 +322,23 @@ def test_backup_of_the_live_self_managed_servers_over_the_network(regions: Exter
     servers = regions.servers
     result = regions.run("backup.yml")
     assert result.rc == 0, result.explain()
-    root = regions.local_dir / "backups"
-    postgres = json.loads(next((root / "postgres").glob("*/manifest.json")).read_text())
-    redis_manifest = json.loads(next((root / "redis").glob("*/manifest.json")).read_text())
+    (found,) = servers.manifests()
+    postgres, redis_part = found["components"]["postgres"], found["components"]["redis"]
     assert postgres["host"] == "pg-east" and postgres["source"] == f"127.0.0.1:{servers.ports['pg-primary']}"
     assert postgres["role"] == "primary" and {"base.tar.gz", "pg_wal.tar.gz"} <= {f["name"] for f in postgres["files"]}
     assert postgres["rows_at_start"]["trades"] > 0
-    assert redis_manifest["host"] == "redis-east" and redis_manifest["method"].startswith("RDB streamed")
-    dump = next((root / "redis").glob("*/dump.rdb"))
-    assert dump.read_bytes()[:5] == b"REDIS" and redis_manifest["files"][0]["bytes"] == dump.stat().st_size
-    assert servers.redis("redis-primary").hget("sapphire:backup:redis", "id") == redis_manifest["id"]
+    assert redis_part["host"] == "redis-east" and redis_part["method"].startswith("RDB streamed")
+    # In the object store (both regions' buckets), not on the controller.
+    for bucket in ("sapphire-test-primary", "sapphire-test-dr"):
+        assert servers.s3_keys(bucket, f"postgres/{found['id']}/") and servers.s3_keys(bucket, f"redis/{found['id']}/")
+    dump = servers.s3().get_object(Bucket="sapphire-test-dr", Key=f"redis/{found['id']}/dump.rdb")["Body"].read()
+    assert dump[:5] == b"REDIS" and redis_part["files"][0]["bytes"] == len(dump)
+    assert not [path for path in (regions.local_dir / "backups").rglob("*") if path.is_file()]
+    assert servers.redis("redis-primary").hget("sapphire:backup:redis", "id") == found["id"]
 
     # A provider that keeps its own backups (here the Redis said to be Memorystore): not an hourly failure.
     managed = regions.run("backup.yml", extra_vars={"redis_external_provider": "memorystore"})
     assert managed.rc == 0, managed.explain()
     shown = " ".join(str(item.get("msg", "")) for item in managed.task_results("Show what was backed up").values())
     assert "redis: NOT backed up by this toolkit: its provider (memorystore)" in " ".join(shown.split()), shown
-    assert len(list((root / "redis").glob("*/manifest.json"))) == 1
+    assert [sorted(item["components"]) for item in servers.manifests()] == [["postgres", "redis"], ["postgres"]]

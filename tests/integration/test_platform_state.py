@@ -72,7 +72,8 @@ def regions(local_clusters: LocalClusters) -> Iterator[Regions]:
     suffix = uuid.uuid4().hex[:6]
     namespace, state_namespace = f"it-region-{suffix}", f"it-state-{suffix}"
     servers = DataServers.start("sapphire-state-",
-                                clusters={"namespace": namespace, "state_namespace": state_namespace})
+                                clusters={"namespace": namespace, "state_namespace": state_namespace},
+                                backup_store=True, variables={"postgres_pgbackrest": False})
     env = Regions(servers, local_clusters, namespace, state_namespace)
     try:
         result = env.run("deploy.yml")
@@ -98,7 +99,7 @@ def test_no_cluster_reachable_a_writer_refuses_before_any_write(regions: Regions
     message = " ".join("\n".join(result.failure_messages()).split())
     assert "No cluster could be read" in message and "sapphire_state_from_cache=true" in message, message
     assert "Nothing was written" in message
-    assert not (regions.servers.local_dir / "backups").exists()
+    assert not (regions.servers.local_dir / "backups").exists() and regions.servers.manifests() == []
     assert regions.servers.redis("redis-primary").dbsize() == before
 
 
@@ -181,7 +182,7 @@ def test_the_higher_epoch_wins_and_the_older_cluster_is_repaired(regions: Region
     # The next writer (a backup) reads the higher epoch, backs up the live primary and repairs local-dr.
     backup = regions.run("backup.yml", backup_components=["redis"])
     assert backup.rc == 0, backup.explain()
-    manifests = list((regions.servers.local_dir / "backups" / "redis").glob("*/manifest.json"))
-    assert [json.loads(path.read_text())["host"] for path in manifests] == ["redis-primary"]
+    manifests = regions.servers.manifests()
+    assert [item["components"]["redis"]["host"] for item in manifests] == ["redis-primary"]
     repaired = regions.state("local-dr")
     assert repaired["epoch"] == newer["epoch"] and repaired["live_region"] == "primary"

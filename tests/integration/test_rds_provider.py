@@ -190,7 +190,12 @@ def test_backup_yml_snapshots_rds_and_says_a_provider_managed_redis_is_not_backe
     """backup.yml -i <prod-like inventory>: PostgreSQL on RDS (endpoints per region, the live one in us-east-1), Redis
     on ElastiCache (here a throw-away Redis stands for it): the RDS instance is snapshotted and the snapshot copied
     into the other region, the manifest names it, the last success is recorded in the live Redis; the Redis is not
-    backed up by the toolkit and the run says so instead of failing every hour."""
+    backed up by the toolkit and the run says so instead of failing every hour. The object store is moto's S3 (an
+    external store, as AWS S3 would be): the manifest goes into both regions' buckets."""
+    buckets = {"primary": f"rds-east-{uuid.uuid4().hex[:8]}", "dr": f"rds-west-{uuid.uuid4().hex[:8]}"}
+    s3 = client(regions["url"], "s3", "us-east-1")
+    for bucket in buckets.values():
+        s3.create_bucket(Bucket=bucket)
     inventory = tmp_path / "hosts.yml"
     inventory.write_text(yaml.safe_dump({"all": {"children": {
         "postgres_endpoints": {"hosts": {
@@ -210,13 +215,20 @@ def test_backup_yml_snapshots_rds_and_says_a_provider_managed_redis_is_not_backe
         "sapphire_state_store": "file", "sapphire_local_dir": str(tmp_path / "local"),
         "postgres_mode": "external", "redis_mode": "external", "postgres_external_provider": "rds",
         "redis_external_provider": "elasticache", "redis_password": throwaway_redis.password,
-        "sapphire_aws_endpoint_url": regions["url"], "postgres_rds_wait_timeout": 60}}}))
+        "sapphire_aws_endpoint_url": regions["url"], "postgres_rds_wait_timeout": 60,
+        "backup_store_mode": "external", "backup_store_endpoint": regions["url"], "backup_store_region": "us-east-1",
+        "backup_store_buckets": buckets, "backup_store_access_key": "testing",
+        "backup_store_secret_key": "testing-secret"}}}))
     result = run_playbook("backup.yml", inventory, env={**CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"},
                           timeout=600)
     assert result.rc == 0, result.explain()
-    manifests = list((tmp_path / "local" / "backups" / "postgres").glob("*/manifest.json"))
-    assert len(manifests) == 1, manifests
-    manifest = json.loads(manifests[0].read_text())
+    found = {bucket: [item["Key"] for item in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+             for bucket in buckets.values()}
+    (key,) = found[buckets["primary"]]
+    assert found[buckets["dr"]] == [key] and key.endswith("/manifest.json"), found
+    backup = json.loads(s3.get_object(Bucket=buckets["dr"], Key=key)["Body"].read())
+    assert sorted(backup["components"]) == ["postgres"] and backup["kept_by_provider"] == {"redis": "elasticache"}
+    manifest = backup["components"]["postgres"] | {"id": backup["id"]}
     snapshot = manifest["snapshot"]
     assert manifest["method"].startswith("RDS snapshot") and snapshot["copy_status"] == "available", manifest
     copied = client(regions["url"], "rds", "us-west-2").describe_db_snapshots(DBSnapshotIdentifier=snapshot["id"])
