@@ -102,6 +102,8 @@ def test_backup_lands_encrypted_in_every_regions_bucket_with_a_manifest_whose_ch
     assert postgres["rows_at_start"] == ROWS
     assert postgres["standbys"][0]["state"] == "streaming"
     assert found["retention_days"] == {"postgres": 30, "redis": 7}
+    # Restored from the bucket into scratch servers and verified before the manifest was written.
+    assert postgres["verified"] is True and found["components"]["redis"]["verified"] is True
     # pgBackRest: one backup set per region's repository, encrypted by the repository cipher.
     assert [repo["bucket"] for repo in postgres["repositories"]] == [BUCKETS["primary"], BUCKETS["dr"]]
     assert all(repo["label"].endswith("F") and repo["repo_bytes"] > 0 for repo in postgres["repositories"])
@@ -130,7 +132,7 @@ def test_backup_records_the_last_success_for_the_backup_stale_alert(servers: Dat
     for component in ("postgres", "redis"):
         record = client.hgetall(f"sapphire:backup:{component}")
         assert float(record["ts"]) >= int(first_backup["started"]), record
-        assert record["id"] == first_backup["id"]
+        assert record["id"] == first_backup["id"] and record["verified"] == "True"
         assert int(record["bytes"]) > 0
 
 
