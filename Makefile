@@ -72,5 +72,6 @@ integration: setup ## Two pytest-xdist workers: the local default's tests on one
 molecule: setup
 	tools/run-molecule
 
-bench: setup ## Benchmarks: deploy, re-deploy, validate for 6/60/300 agents vs kubectl
+bench: setup ## Benchmarks: deploy, re-deploy, validate for 6/60/300 agents vs kubectl; backup/restore of 1 GiB vs the raw tools
 	$(VENV)/bin/python bench/run.py
+	$(VENV)/bin/python bench/backup.py
