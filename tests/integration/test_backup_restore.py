@@ -221,6 +221,16 @@ def test_object_lock_refuses_deleting_a_recent_backup(servers: DataServers, firs
     assert client.head_object(Bucket=BUCKETS["primary"], Key=key)["VersionId"] == version
 
 
+def test_a_standby_source_is_refused_where_pgbackrest_backs_up_the_primary(servers: DataServers,
+                                                                         first_backup: dict[str, Any]) -> None:
+    result = servers.run("backup.yml", extra_vars={"backup_source": "standby"})
+    assert result.rc != 0
+    messages = " ".join("\n".join(result.failure_messages()).split())
+    assert "backup_source is standby" in messages and "Nothing was written" in messages, messages
+    assert result.changed == 0, result.changed_tasks()
+    assert backup_ids(servers) == [first_backup["id"]]
+
+
 def test_restore_over_live_is_refused_without_confirm(servers: DataServers, first_backup: dict[str, Any]) -> None:
     before = (servers.local_dir / "redis" / "redis-primary" / "data").stat().st_ino
     pg_before = (servers.pg_dir("pg-primary") / "data").stat().st_ino
