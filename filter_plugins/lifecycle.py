@@ -234,10 +234,7 @@ def plan_lines(plan: list[dict[str, Any]], verb: str = "DELETE") -> list[str]:
     """Filter: one readable line per planned deletion."""
     lines = []
     for item in plan or []:
-        if "path" in item:
-            lines.append(f"{verb} backup {item['path']} (whole backup): {item['why']}")
-        else:
-            lines.append(f"{verb} {item['kind']} {item['namespace']}/{item['name']}: {item['why']}")
+        lines.append(f"{verb} {item['kind']} {item['namespace']}/{item['name']}: {item['why']}")
     return lines
 
 

@@ -67,6 +67,7 @@ def test_postgres_retention_enforce_string_forms(value: str, enforced: bool, tmp
 
 
 SWITCHES = [("cleanup.yml", "cleanup_dry_run"), ("cleanup.yml", "cleanup_include_data"), ("backup.yml", "backup_prune"),
+            ("backup.yml", "backup_verify"),
             ("dr-failover.yml", "dr_force"), ("dr-failover.yml", "dr_old_region_lost"),
             ("validate.yml", "auto_halt_on_loss"), ("restore.yml", "restore_keep_scratch")]
 
@@ -92,4 +93,18 @@ def test_a_boolean_that_is_not_one_is_refused_naming_it(playbook: str, variable:
     # The input check's words, or Ansible's own argument-spec validation of the role that declares it: both name it.
     assert f"{variable} must be a boolean" in output or \
         f"argument '{variable}' is of type str and we were unable to convert to bool" in output, output[-3000:]
+    assert "changed=1" not in output and "changed=2" not in output
+
+
+@pytest.mark.parametrize(("playbook", "setting", "named"), [
+    ("backup.yml", "backup_postgres_type=weekly", "backup_postgres_type full, diff or incr"),
+    ("restore.yml", "restore_target_time=yesterday", "restore_target_time an ISO 8601 time"),
+    ("restore.yml", "restore_region=mars", "restore_region a region of backup_store_buckets"),
+])
+def test_a_backup_or_restore_setting_that_is_nonsense_is_refused_naming_it(playbook: str, setting: str,
+                                                                           named: str) -> None:
+    result = input_checks(playbook, "-e", setting)
+    assert result.returncode != 0
+    output = " ".join((result.stdout + result.stderr).split())
+    assert named in output and "Nothing was written" in output, output[-3000:]
     assert "changed=1" not in output and "changed=2" not in output
