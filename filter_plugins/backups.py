@@ -1,5 +1,6 @@
 """Filters for backups in the object store: what pgBackRest's `info` says about each repository, how a restore target
-becomes pgBackRest arguments, and which whole backups a prune removes.
+becomes pgBackRest arguments, which whole backups a prune removes, and what a backup of the Kubernetes state holds and
+how it is restored.
 
 Kept out of Jinja so each decision is a tested function (tests/unit/test_backup_filters.py).
 """
@@ -123,6 +124,101 @@ def backup_prune_plan(ids: list[str], retention: dict[str, Any], now: float, kee
             "prefixes": prefixes + [f"backups/{backup_id}" for backup_id in manifests]}
 
 
+# The Kubernetes state backup: the platform's objects as a restore would apply them. What the API server sets is left
+# out (a restore must not carry another cluster's uids, versions or owners), and so are Secrets: their source is the
+# vault, and deploy.yml writes them again; a bucket is not a second home for credentials.
+SERVER_METADATA = ("uid", "resourceVersion", "generation", "creationTimestamp", "managedFields", "selfLink",
+                   "ownerReferences", "deletionTimestamp", "deletionGracePeriodSeconds")
+SERVER_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration", "deployment.kubernetes.io/revision")
+NEVER_BACKED_UP = {"Secret"}
+# Workloads are not applied by a restore: they would start trading. deploy.yml (or rollback.yml) renders them again
+# from the restored release record, under the halt guard.
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob", "Pod"}
+APPLY_ORDER = {"Namespace": 0, "PriorityClass": 1, "ResourceQuota": 2, "LimitRange": 2, "ServiceAccount": 3,
+               "Role": 3, "RoleBinding": 4}
+KUBERNETES_BACKUP_FORMAT = 1
+
+
+def _clean(obj: dict[str, Any], api_version: str, kind: str) -> dict[str, Any]:
+    metadata = {key: value for key, value in (obj.get("metadata") or {}).items() if key not in SERVER_METADATA}
+    annotations = {key: value for key, value in (metadata.get("annotations") or {}).items()
+                   if key not in SERVER_ANNOTATIONS}
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    clean = {key: value for key, value in obj.items() if key not in ("status", "metadata", "apiVersion", "kind")}
+    if kind == "Service":  # addresses are the cluster's: a rebuilt cluster allocates its own
+        clean["spec"] = {key: value for key, value in (clean.get("spec") or {}).items()
+                         if key not in ("clusterIP", "clusterIPs")}
+    if kind == "PersistentVolumeClaim":  # bound to a volume of this cluster
+        clean["spec"] = {key: value for key, value in (clean.get("spec") or {}).items() if key != "volumeName"}
+    return {"apiVersion": obj.get("apiVersion") or api_version, "kind": obj.get("kind") or kind,
+            "metadata": metadata, **clean}
+
+
+def k8s_backup(results: list[dict[str, Any]], state: Any) -> dict[str, Any]:
+    """Filter: the Kubernetes state backup from registered kubernetes.core.k8s_info loop results (each with `item`:
+    {api_version, kind}, as list items carry no kind) and the platform state: {format, state, objects}, the objects
+    stripped of what the API server sets, Secrets left out, sorted by kind, namespace and name."""
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise AnsibleFilterError(f"the platform state (sapphire_state_current) has no epoch: {state!r}")
+    objects = []
+    for result in results or []:
+        item = result.get("item") or {}
+        if result.get("failed") or not isinstance(item, dict):
+            raise AnsibleFilterError(f"reading {item!r} failed: {result.get('msg', '')}")
+        for obj in result.get("resources") or []:
+            kind = obj.get("kind") or item.get("kind", "")
+            if kind in NEVER_BACKED_UP:
+                continue
+            objects.append(_clean(obj, item.get("api_version", ""), kind))
+    objects.sort(key=lambda obj: (obj["kind"], obj["metadata"].get("namespace", ""), obj["metadata"].get("name", "")))
+    return {"format": KUBERNETES_BACKUP_FORMAT, "state": state, "objects": objects}
+
+
+def k8s_backup_summary(backup: Any) -> dict[str, Any]:
+    """Filter: what a Kubernetes state backup holds, for its manifest and for the check after a restore: objects per
+    kind, the release the pointer names as current, the recorded releases, the DR state's epoch and live region."""
+    if not isinstance(backup, dict) or backup.get("format") != KUBERNETES_BACKUP_FORMAT:
+        raise AnsibleFilterError("not a Kubernetes state backup of this toolkit (format "
+                                 f"{KUBERNETES_BACKUP_FORMAT}): {str(backup)[:120]!r}")
+    objects = backup.get("objects") or []
+    kinds: dict[str, int] = {}
+    for obj in objects:
+        kinds[obj["kind"]] = kinds.get(obj["kind"], 0) + 1
+    configmaps = [obj for obj in objects if obj["kind"] == "ConfigMap"]
+    pointer = next((obj for obj in configmaps if obj["metadata"].get("name") == "sapphire-releases"), {})
+    releases = sorted(str((obj.get("data") or {}).get("release")) for obj in configmaps
+                      if (obj.get("data") or {}).get("release") is not None
+                      and obj["metadata"].get("name") != "sapphire-releases")
+    state = backup.get("state") or {}
+    return {"objects": len(objects), "kinds": dict(sorted(kinds.items())),
+            "release": (pointer.get("data") or {}).get("current", ""), "releases": releases,
+            "state_epoch": int(state.get("epoch", 0)), "live_region": state.get("live_region", "")}
+
+
+def k8s_restore_plan(backup: Any, current_state: Any) -> dict[str, Any]:
+    """Filter: what a live restore of a Kubernetes state backup does: {apply: the objects to apply (namespace, quotas
+    and accounts first; no workload), workloads: 'Kind namespace/name' left to deploy.yml, state: the backup's platform
+    state when its epoch is higher than the clusters' (they were rebuilt or lost it; else None: the newer state stays),
+    state_reason}."""
+    k8s_backup_summary(backup)  # refuses anything else
+    objects = backup.get("objects") or []
+    apply = sorted((obj for obj in objects if obj["kind"] not in WORKLOAD_KINDS),
+                   key=lambda obj: APPLY_ORDER.get(obj["kind"], 5))
+    workloads = [f"{obj['kind']} {obj['metadata'].get('namespace', '')}/{obj['metadata'].get('name', '')}"
+                 for obj in objects if obj["kind"] in WORKLOAD_KINDS]
+    saved = backup.get("state") or {}
+    current = int((current_state or {}).get("epoch", 0))
+    newer = int(saved.get("epoch", 0)) > current
+    reason = (f"the backup's platform state (epoch {saved.get('epoch')}, live region {saved.get('live_region')}) is "
+              f"newer than the clusters' (epoch {current}): restored" if newer else
+              f"the clusters' platform state (epoch {current}) is as new as the backup's (epoch {saved.get('epoch')}) "
+              "or newer: kept")
+    return {"apply": apply, "workloads": workloads, "state": saved if newer else None, "state_reason": reason}
+
+
 class FilterModule:
     """sapphire-ops backup filters."""
 
@@ -133,4 +229,7 @@ class FilterModule:
             "sapphire_backup_ids": backup_ids,
             "sapphire_backup_prune": backup_prune,
             "sapphire_backup_prune_plan": backup_prune_plan,
+            "sapphire_k8s_backup": k8s_backup,
+            "sapphire_k8s_backup_summary": k8s_backup_summary,
+            "sapphire_k8s_restore_plan": k8s_restore_plan,
         }

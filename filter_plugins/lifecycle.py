@@ -158,7 +158,8 @@ def kept_data(objects: list[dict[str, Any]], include_data: bool = False,
                   and _meta(obj).get("name") not in named)
 
 
-BACKUP_RETENTION_DAYS = {"postgres": 30, "redis": 7}  # seed 001: 30 days for the database, 7 for Redis
+# seed 001: 30 days for the database, 7 for Redis; the Kubernetes state (objects, releases, DR state) as the database
+BACKUP_RETENTION_DAYS = {"postgres": 30, "redis": 7, "kubernetes": 30}
 
 
 def backup_retention_days(overrides: Any = None) -> dict[str, int]:
@@ -171,7 +172,8 @@ def backup_retention_days(overrides: Any = None) -> dict[str, int]:
     merged: dict[str, int] = dict(BACKUP_RETENTION_DAYS)
     for component, days in overrides.items():
         if component not in BACKUP_RETENTION_DAYS:
-            raise AnsibleFilterError(f"backup_retention_days.{component}: no such component (postgres, redis)")
+            raise AnsibleFilterError(f"backup_retention_days.{component}: no such component "
+                                     f"({', '.join(BACKUP_RETENTION_DAYS)})")
         if isinstance(days, bool) or not str(days).strip().isdigit() or int(str(days).strip()) < 1:
             raise AnsibleFilterError(f"backup_retention_days.{component} must be whole days >= 1, not {days!r}")
         merged[component] = int(str(days).strip())

@@ -24,7 +24,7 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
-from test_dr import TABLES, DataServers, insert_trade
+from test_dr import TABLES, DataServers, has_trade, in_recovery, insert_trade, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -101,7 +101,7 @@ def test_backup_lands_encrypted_in_every_regions_bucket_with_a_manifest_whose_ch
     assert postgres["host"] == "pg-primary" and postgres["role"] == "primary"
     assert postgres["rows_at_start"] == ROWS
     assert postgres["standbys"][0]["state"] == "streaming"
-    assert found["retention_days"] == {"postgres": 30, "redis": 7}
+    assert found["retention_days"] == {"postgres": 30, "redis": 7, "kubernetes": 30}
     # Restored from the bucket into scratch servers and verified before the manifest was written.
     assert postgres["verified"] is True and found["components"]["redis"]["verified"] is True
     # pgBackRest: one backup set per region's repository, encrypted by the repository cipher.
@@ -267,6 +267,35 @@ def test_confirmed_live_restore_brings_the_backup_back_and_keeps_the_old_data(
     while time.monotonic() < deadline and servers.redis("redis-dr").exists("sapphire:test:after"):
         time.sleep(0.5)
     assert not servers.redis("redis-dr").exists("sapphire:test:after")
+
+
+def test_confirmed_live_postgres_point_in_time_restore_replays_the_wal_and_reseeds_the_standby(
+        servers: DataServers, first_backup: dict[str, Any]) -> None:
+    """pgBackRest over the live primary, to a time well after the backup: the server replays the bucket's WAL (and is
+    read-only meanwhile) before the role converges it, the old data directory is kept, a standby seeded from it stays
+    a standby (the restore's recovery target is not copied to it), and it follows the restored primary."""
+    with servers.admin("pg-primary") as conn:  # WAL to replay: about 60 MB after the backup
+        conn.execute("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, order_id) "
+                     "SELECT now(), 'BTCUSDT', 'replay', 'buy', 1, 50000, 'replay-' || i "
+                     "FROM generate_series(1, 400000) AS i")
+        wanted = conn.execute("SELECT count(*) FROM trades").fetchone()[0]
+    time.sleep(1.5)
+    target = datetime.now(UTC)
+    time.sleep(1.5)
+    with servers.app("pg-primary") as conn:
+        insert_trade(conn, "after-the-target")
+    archived(servers)
+    result = servers.run("restore.yml", extra_vars={"restore_target": "live", "confirm": "test",
+                                                    "restore_target_time": target.isoformat(),
+                                                    "restore_components": ["postgres"]})
+    assert result.rc == 0, result.explain()
+    with servers.app("pg-primary") as conn:
+        assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] == wanted, \
+            "the live server must hold what was committed before the target time, not the later trade"
+        insert_trade(conn, "after-the-restore")  # writable: out of recovery
+    assert list(servers.pg_dir("pg-primary").glob("data.pre-restore-*")), "the old data directory must be kept"
+    assert in_recovery(servers, "pg-dr"), "the standby is a standby of the restored primary"
+    wait_for(lambda: has_trade(servers, "pg-dr", "after-the-restore"), what="the re-seeded standby replays")
 
 
 def aged_copy(servers: DataServers, source_id: str, days: float, complete: bool = True) -> str:

@@ -186,3 +186,56 @@ def test_the_higher_epoch_wins_and_the_older_cluster_is_repaired(regions: Region
     assert [item["components"]["redis"]["host"] for item in manifests] == ["redis-primary"]
     repaired = regions.state("local-dr")
     assert repaired["epoch"] == newer["epoch"] and repaired["live_region"] == "primary"
+
+
+def test_the_kubernetes_state_is_backed_up_per_id_and_a_live_restore_brings_it_back(regions: Regions) -> None:
+    """backup.yml keeps the live cluster's objects, release records and platform state per backup id, in every
+    region's bucket, without a Secret; restore.yml brings deleted objects back, leaves the workloads to deploy.yml and
+    never writes an older platform state over the clusters'; a changed object is refused."""
+    state = regions.state("local-primary")
+    backup = regions.run("backup.yml", backup_components=["kubernetes"])
+    assert backup.rc == 0, backup.explain()
+    manifest = regions.servers.manifests()[-1]
+    assert list(manifest["components"]) == ["kubernetes"]
+    kubernetes = manifest["components"]["kubernetes"]
+    holds = kubernetes["holds"]
+    assert holds["state_epoch"] == state["epoch"] and holds["live_region"] == "primary", holds
+    assert holds["kinds"]["NetworkPolicy"] >= 2 and holds["kinds"]["Deployment"] >= 3 and holds["release"], holds
+    assert holds["release"] in holds["releases"]
+    assert kubernetes["verified"].startswith("restored from bucket sapphire-test-primary"), kubernetes
+    client = regions.servers.s3()
+    key = f"kubernetes/{manifest['id']}/kubernetes.json"
+    for bucket in ("sapphire-test-primary", "sapphire-test-dr"):
+        head = client.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "AES256"
+        assert head["Metadata"]["sha256"] == kubernetes["files"][0]["sha256"]
+    body = client.get_object(Bucket="sapphire-test-primary", Key=key)["Body"].read()
+    assert '"kind": "Secret"' not in body.decode() and '"kind":"Secret"' not in body.decode()
+    for secret in regions.servers.secrets.values():
+        assert secret not in body.decode(), "a vault value reached the Kubernetes backup"
+    assert not (regions.servers.local_dir / "backups" / "kubernetes" / manifest["id"]).exists()
+
+    # An operator's mistake: the release pointer and an exchange egress policy deleted.
+    for kind, name in (("configmap", "sapphire-releases"), ("networkpolicy", "agents-exchange-egress")):
+        regions.clusters.kubectl("local-primary", "-n", regions.namespace, "delete", kind, name)
+    coordinator = regions.fence("local-primary")["coordinator"]
+    refused = regions.run("restore.yml", restore_components=["kubernetes"], restore_target="live")
+    assert refused.rc != 0 and refused.changed == 0, refused.changed_tasks()
+    restore = regions.run("restore.yml", restore_components=["kubernetes"], restore_target="live", **CONFIRM)
+    assert restore.rc == 0, restore.explain()
+    assert regions.fence("local-primary") == {"egress": ["agents-exchange-egress", "coordinator-exchange-egress"],
+                                              "coordinator": coordinator}
+    pointer = json.loads(regions.clusters.kubectl("local-primary", "-n", regions.namespace, "get", "configmap",
+                                                  "sapphire-releases", "-o", "json").stdout)
+    assert pointer["data"]["current"] == holds["release"]
+    assert regions.state("local-primary")["epoch"] == state["epoch"], "an older platform state was written back"
+
+    # A changed object is refused before anything is applied; the other region's copy restores.
+    client.put_object(Bucket="sapphire-test-primary", Key=key, Body=body.replace(b'"epoch"', b'"epocx"'))
+    tampered = regions.run("restore.yml", restore_components=["kubernetes"], restore_backup=manifest["id"])
+    assert tampered.rc != 0
+    message = " ".join("\n".join(tampered.failure_messages()).split())
+    assert "does not match the sha256 in manifest.json" in message, message
+    other = regions.run("restore.yml", restore_components=["kubernetes"], restore_backup=manifest["id"],
+                        restore_region="dr")
+    assert other.rc == 0, other.explain()

@@ -149,8 +149,9 @@ def test_the_backup_summary_says_what_was_taken_where_and_what_the_provider_keep
 
 
 def test_backup_retention_days_default_once_and_reject_nonsense() -> None:
-    assert lifecycle.backup_retention_days(None) == {"postgres": 30, "redis": 7}
-    assert lifecycle.backup_retention_days({"redis": "14"}) == {"postgres": 30, "redis": 14}  # -e JSON or survey text
+    assert lifecycle.backup_retention_days(None) == {"postgres": 30, "redis": 7, "kubernetes": 30}
+    # -e JSON or survey text
+    assert lifecycle.backup_retention_days({"redis": "14"}) == {"postgres": 30, "redis": 14, "kubernetes": 30}
     for bad in ({"redis": 0}, {"redis": "a week"}, {"redis": True}, {"mongo": 3}, ["redis"]):
         with pytest.raises(AnsibleFilterError, match="backup_retention_days"):
             lifecycle.backup_retention_days(bad)
