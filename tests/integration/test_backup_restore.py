@@ -271,13 +271,11 @@ def test_confirmed_live_restore_brings_the_backup_back_and_keeps_the_old_data(
 
 def test_confirmed_live_postgres_point_in_time_restore_replays_the_wal_and_reseeds_the_standby(
         servers: DataServers, first_backup: dict[str, Any]) -> None:
-    """pgBackRest over the live primary, to a time well after the backup: the server replays the bucket's WAL (and is
-    read-only meanwhile) before the role converges it, the old data directory is kept, a standby seeded from it stays
-    a standby (the restore's recovery target is not copied to it), and it follows the restored primary."""
-    with servers.admin("pg-primary") as conn:  # WAL to replay: about 60 MB after the backup
-        conn.execute("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, order_id) "
-                     "SELECT now(), 'BTCUSDT', 'replay', 'buy', 1, 50000, 'replay-' || i "
-                     "FROM generate_series(1, 400000) AS i")
+    """pgBackRest over the live primary, to a time after the backup: the server replays the bucket's WAL up to it, the
+    old data directory is kept, a standby seeded from it stays a standby (the restore's recovery target is not copied
+    to it), and it follows the restored primary."""
+    with servers.app("pg-primary") as conn:
+        insert_trade(conn, "before-the-target")
         wanted = conn.execute("SELECT count(*) FROM trades").fetchone()[0]
     time.sleep(1.5)
     target = datetime.now(UTC)
