@@ -10,6 +10,8 @@ never touched. Steps, each timed on the wall clock:
   2. raw backup: pg_basebackup -D <dir> -Fp -X stream -c fast (plain, uncompressed: the raw tool at its fastest);
   3. toolkit backup: `pgbackrest backup --repo=1 --type=full` with the configuration the role rendered (what
      backup.yml runs per repository: lz4, AES-256 repository cipher, 2 processes, over HTTPS into the bucket);
+     then the same backup into a repository on local disk (posix, same cipher and compression): the tool without the
+     object store, which shares this machine's cores (TLS, SSE, its writes) in the bucket run;
   4. raw restore: copy the raw backup into an empty directory and start a server on it until it accepts connections;
      toolkit restore: `pgbackrest restore` into an empty directory and start it until it is promoted;
   5. upload rate: a 256 MiB file put into the bucket with boto3 (what amazon.aws.s3_object uses);
@@ -135,11 +137,19 @@ def run(gib: float, results_dir: Path) -> dict[str, Any]:
                            env={**os.environ, "PGPASSWORD": servers.secrets["postgres_replication_password"]})
         log(f"raw backup {raw_backup:.1f} s; toolkit backup (pgBackRest into the bucket)")
         toolkit_backup = timed([*pgbackrest, "--repo=1", "--type=full", "backup"])
+        # pgBackRest keeps a backup's stop time in whole seconds: a target in the same second would choose no set.
+        time.sleep(1.5)
         target = datetime.now(UTC)
+        log(f"toolkit backup {toolkit_backup:.1f} s; the same into a repository on local disk")
+        posix = scratch(work, "posix-repo")
+        local_repo = ["--repo=1", "--repo1-type=posix", f"--repo1-path={posix}"]
+        timed([*pgbackrest, *local_repo[1:], "stanza-create"])
+        # The WAL goes on to the buckets (archive_command): this repository holds the backup's files only.
+        local_backup = timed([*pgbackrest, *local_repo, "--type=full", "--no-archive-check", "backup"])
         time.sleep(1.5)
         with servers.admin("pg-primary", "postgres") as conn:
             conn.execute("SELECT pg_switch_wal()")
-        log(f"toolkit backup {toolkit_backup:.1f} s; raw restore (copy, start)")
+        log(f"local-repository backup {local_backup:.1f} s; raw restore (copy, start)")
         raw_copy_dir = scratch(work, "raw-restore")
         raw_copy = timed(["cp", "-a", f"{raw_dir}/.", str(raw_copy_dir)])
         (raw_copy_dir / "standby.signal").unlink(missing_ok=True)
@@ -175,7 +185,9 @@ def run(gib: float, results_dir: Path) -> dict[str, Any]:
                         "load_average": list(os.getloadavg())},
             "database_bytes": size, "fill_seconds": round(fill_seconds, 1),
             "backup": {"raw_seconds": round(raw_backup, 1), "toolkit_seconds": round(toolkit_backup, 1),
-                       "throughput_ratio": round(raw_backup / toolkit_backup, 2)},
+                       "throughput_ratio": round(raw_backup / toolkit_backup, 2),
+                       "local_repository_seconds": round(local_backup, 1),
+                       "local_repository_ratio": round(raw_backup / local_backup, 2)},
             "restore": {"raw_seconds": round(raw_restore, 1), "toolkit_seconds": round(toolkit_restore_total, 1),
                         "throughput_ratio": round(raw_restore / toolkit_restore_total, 2)},
             "upload_mib_per_second": round(256 / upload_seconds, 1),
@@ -209,6 +221,9 @@ def markdown(results: dict[str, Any]) -> str:
         "| backup: `pg_basebackup -Fp` to local disk / pgBackRest full into the bucket (lz4, AES-256, HTTPS) | "
         f"{backup['raw_seconds']} | {backup['toolkit_seconds']} | {backup['throughput_ratio']} "
         f"({verdict(backup['throughput_ratio'])}) |",
+        "| backup, the tool alone: `pg_basebackup -Fp` / pgBackRest full into a repository on local disk "
+        f"(lz4, AES-256; no object store) | {backup['raw_seconds']} | {backup['local_repository_seconds']} | "
+        f"{backup['local_repository_ratio']} |",
         f"| restore: copy + start / `pgbackrest restore` + recovery to the backup's end | {restore['raw_seconds']} | "
         f"{restore['toolkit_seconds']} | {restore['throughput_ratio']} ({verdict(restore['throughput_ratio'])}) |",
         f"| object store upload (256 MiB, boto3) | | {results['upload_mib_per_second']} MiB/s | |",

@@ -341,4 +341,5 @@ def test_backup_of_the_live_self_managed_servers_over_the_network(regions: Exter
     assert managed.rc == 0, managed.explain()
     shown = " ".join(str(item.get("msg", "")) for item in managed.task_results("Show what was backed up").values())
     assert "redis: NOT backed up by this toolkit: its provider (memorystore)" in " ".join(shown.split()), shown
-    assert [sorted(item["components"]) for item in servers.manifests()] == [["postgres", "redis"], ["postgres"]]
+    assert [sorted(item["components"]) for item in servers.manifests()] == [["kubernetes", "postgres", "redis"],
+                                                                            ["kubernetes", "postgres"]]
