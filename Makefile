@@ -18,10 +18,10 @@ help: ## List the targets
 setup: venv collections packages kube s3 vault ## Install everything (idempotent): .venv, collections, distro packages, Kubernetes binaries, the S3 server, local vault
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+$(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	@touch $@
 
 collections: venv

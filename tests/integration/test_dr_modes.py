@@ -68,7 +68,9 @@ def test_the_managed_environments_list_the_provider_steps_under_check(environmen
                      f"Redis memorystore-{east} stays a primary fenced by the halt flag only"):
         assert expected in walk, (expected, failover.explain())
     assert "does not answer: there is nothing to promote" in " ".join(" ".join(failover.failure_messages()).split())
-    backup = run_playbook("backup.yml", inventory, extra_vars=vault, check=True, env=env)
+    # The data services only: the Kubernetes state goes into the GCS buckets, which this machine cannot reach.
+    backup = run_playbook("backup.yml", inventory, extra_vars={**vault, "backup_components": ["postgres", "redis"]},
+                          check=True, env=env)
     assert backup.rc == 0, backup.explain()
     shown = " ".join(str(item.get("msg", "")) for item in backup.task_results("Show what was backed up").values())
     assert "postgres: NOT backed up by this toolkit: its provider (cloudsql)" in shown, shown

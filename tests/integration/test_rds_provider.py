@@ -1,6 +1,6 @@
 """The postgres role's RDS provider (postgres_external_provider rds) against moto's server mode.
 
-moto (PyPI moto[server], pinned in requirements.txt) runs on a free loopback port for the module; two regions
+moto (PyPI moto[server], pinned in requirements-dev.txt) runs on a free loopback port for the module; two regions
 (us-east-1 primary, us-west-2 its cross-region read replica), each with a VPC and a DB subnet group as RDS has.
 - rds_promote: amazon.aws.rds_instance (read_replica: false) leaves a replica a replica when RDS reports no
   StatusInfos (moto never does: the known gap); the role reads the instance back, promotes it with
