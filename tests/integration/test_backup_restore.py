@@ -173,24 +173,31 @@ def archived(servers: DataServers) -> None:
     raise AssertionError(f"WAL segment {segment} was not archived in 120 s")
 
 
-def test_point_in_time_restore_returns_exactly_what_was_committed_before_the_time(
-        servers: DataServers, first_backup: dict[str, Any]) -> None:
+def commits_around_a_time(servers: DataServers, before: str, after: str) -> tuple[int, datetime, datetime]:
+    """A trade before and one after a point in time, both archived: (trades before it, the newest one's time, the
+    point in time)."""
     with servers.app("pg-primary") as conn:
-        insert_trade(conn, "pitr-first")
-        first = conn.execute("SELECT count(*), max(timestamp) FROM trades").fetchone()
+        insert_trade(conn, before)
+        count, newest = conn.execute("SELECT count(*), max(timestamp) FROM trades").fetchone()
     time.sleep(1.5)
     target = datetime.now(UTC)
     time.sleep(1.5)
     with servers.app("pg-primary") as conn:
-        insert_trade(conn, "pitr-second")
+        insert_trade(conn, after)
     archived(servers)
+    return count, newest, target
+
+
+def test_point_in_time_restore_returns_exactly_what_was_committed_before_the_time(
+        servers: DataServers, first_backup: dict[str, Any]) -> None:
+    first_count, first_newest, target = commits_around_a_time(servers, "pitr-first", "pitr-second")
     result = servers.run("restore.yml", extra_vars={"restore_target_time": target.isoformat(),
                                                     "restore_components": ["postgres"]})
     assert result.rc == 0, result.explain()
     (report,) = debug_messages(result, "Show what was restored and verified")
     assert report["verified"] and report["target_time"] == target.isoformat()
-    assert report["rows"]["trades"] == first[0], "the trade after the target time must not be restored"
-    assert datetime.fromisoformat(report["newest_trade"]) == first[1]
+    assert report["rows"]["trades"] == first_count, "the trade after the target time must not be restored"
+    assert datetime.fromisoformat(report["newest_trade"]) == first_newest
 
 
 def test_a_changed_object_in_the_bucket_is_refused_at_restore(servers: DataServers,
@@ -274,15 +281,7 @@ def test_confirmed_live_postgres_point_in_time_restore_replays_the_wal_and_resee
     """pgBackRest over the live primary, to a time after the backup: the server replays the bucket's WAL up to it, the
     old data directory is kept, a standby seeded from it stays a standby (the restore's recovery target is not copied
     to it), and it follows the restored primary."""
-    with servers.app("pg-primary") as conn:
-        insert_trade(conn, "before-the-target")
-        wanted = conn.execute("SELECT count(*) FROM trades").fetchone()[0]
-    time.sleep(1.5)
-    target = datetime.now(UTC)
-    time.sleep(1.5)
-    with servers.app("pg-primary") as conn:
-        insert_trade(conn, "after-the-target")
-    archived(servers)
+    wanted, _, target = commits_around_a_time(servers, "before-the-target", "after-the-target")
     result = servers.run("restore.yml", extra_vars={"restore_target": "live", "confirm": "test",
                                                     "restore_target_time": target.isoformat(),
                                                     "restore_components": ["postgres"]})
