@@ -276,3 +276,25 @@ def test_the_confirmation_role_reads_confirm_and_the_environment_name() -> None:
     reach = Reach()
     reach_role(CONFIRM_ROLE, "main", reach)
     assert {"confirm", "sapphire_environment", "ansible_check_mode"} <= variables_read(reach)
+
+
+def schedules() -> list[dict[str, Any]]:
+    play = load(REPO / "awx" / "configure.yml")[0]
+    (task,) = [task for task in play["tasks"] if "awx.awx.schedule" in task]
+    return task["loop"]
+
+
+@pytest.mark.parametrize("schedule", schedules(), ids=lambda schedule: schedule["name"])
+def test_every_schedule_runs_a_template_whose_playbook_reads_its_extra_data(schedule: dict[str, Any]) -> None:
+    playbook = schedule["template"].split(" (")[0].removeprefix("sapphire ") + ".yml"
+    read = variables_read(reach_playbook(REPO / playbook))
+    unread = [name for name in schedule.get("extra_data", {}) if name not in read]
+    assert not unread, f"schedule {schedule['name']} sets {unread}, which {playbook} never reads"
+
+
+def test_backups_are_scheduled_as_a_nightly_full_and_hourly_differentials() -> None:
+    backups = {item["name"]: item for item in schedules() if item["template"].startswith("sapphire backup")}
+    kinds = sorted(item.get("extra_data", {}).get("backup_postgres_type", "full") for item in backups.values())
+    assert kinds == ["diff", "full"], backups
+    hourly = next(item for item in backups.values() if "FREQ=HOURLY" in item["rrule"])
+    assert "BYHOUR" in hourly["rrule"] and ",2," not in hourly["rrule"], "the hourly run skips the full's hour"
