@@ -108,3 +108,9 @@ def test_a_backup_or_restore_setting_that_is_nonsense_is_refused_naming_it(playb
     output = " ".join((result.stdout + result.stderr).split())
     assert named in output and "Nothing was written" in output, output[-3000:]
     assert "changed=1" not in output and "changed=2" not in output
+
+
+def test_an_empty_restore_region_means_the_live_region() -> None:
+    """An AWX survey's unanswered optional question arrives as '': restore_region is then the live region."""
+    result = input_checks("restore.yml", "-e", "restore_region=")
+    assert result.returncode == 0, result.stdout[-3000:]
