@@ -34,7 +34,6 @@ class AwxJob:
     status: str
     rc: int
     private_data_dir: Path
-    events: list[dict[str, Any]]
 
     @property
     def artifacts(self) -> Path:
@@ -96,5 +95,4 @@ def run_job(playbook: str, inventory: dict[str, Any], *, job_id: int, extra_vars
     (private / "env" / "envvars").write_text(json.dumps({
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}))
     runner = ansible_runner.run(private_data_dir=str(private), playbook=playbook, ident=str(job_id), quiet=True)
-    return AwxJob(job_id=job_id, status=runner.status, rc=runner.rc, private_data_dir=private,
-                  events=list(runner.events))
+    return AwxJob(job_id=job_id, status=runner.status, rc=runner.rc, private_data_dir=private)
