@@ -14,9 +14,12 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,15 +56,52 @@ class AwxJob:
         return {}
 
     def leaked(self, secrets: dict[str, str]) -> list[str]:
-        """'name in event N (type)' for every secret, or its base64, found in any stored event."""
+        """'name in event N (type)' for every secret, its base64 or its URL-encoded form, found in any stored
+        event (the JSON text AWX keeps, and that text decoded, so an escaped character hides nothing) or in the
+        inventory the job was given (what the sync imported)."""
         found = []
-        for number, event in enumerate(self.stored_events()):
+        synced = {"event": "the synced inventory", "inventory": json.loads(
+            (self.private_data_dir / "synced-inventory.json").read_text())}
+        for number, event in enumerate([*self.stored_events(), synced]):
             text = json.dumps(event)
+            text += "\n" + json.dumps(event, ensure_ascii=False)
             for name, value in secrets.items():
-                encoded = base64.b64encode(value.encode()).decode()
-                if value and (value in text or encoded in text):
+                forms = {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe=""),
+                         json.dumps(value)[1:-1]}
+                if value and any(form in text for form in forms):
                     found.append(f"{name} in event {number} ({event.get('event')})")
         return found
+
+    def playbook_result(self) -> Any:
+        """The job as the tests' PlaybookResult (stats per host, plays with each task's results per host), built
+        from the stored events only - what AWX shows for the job."""
+        from sapphire_testlib import PlaybookResult
+
+        events = self.stored_events()
+        result = PlaybookResult(rc=self.rc, stdout="".join(event.get("stdout", "") + "\n" for event in events),
+                                stderr="")
+        plays: dict[str, dict[str, Any]] = {}
+        for event in events:
+            data = event.get("event_data") or {}
+            kind = event.get("event", "")
+            if kind == "playbook_on_stats":
+                for counter, name in (("changed", "changed"), ("failures", "failures"), ("dark", "unreachable"),
+                                      ("ok", "ok"), ("skipped", "skipped"), ("rescued", "rescued"),
+                                      ("ignored", "ignored")):
+                    for host, count in (data.get(counter) or {}).items():
+                        result.stats.setdefault(host, {})[name] = count
+            elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_skipped", "runner_on_unreachable"):
+                play = plays.setdefault(data.get("play_uuid", ""), {"play": {"name": data.get("play")}, "tasks": {}})
+                task = play["tasks"].setdefault(data.get("task_uuid", ""), {"task": {"name": data.get("task")},
+                                                                             "hosts": {}})
+                res = dict(data.get("res") or {})
+                if kind == "runner_on_failed" and not data.get("ignore_errors"):
+                    res["failed"] = True
+                if kind == "runner_on_unreachable":
+                    res["unreachable"] = True
+                task["hosts"][data.get("host")] = res
+        result.plays = [{**play, "tasks": list(play["tasks"].values())} for play in plays.values()]
+        return result
 
     def explain(self) -> str:
         lines = [f"job {self.job_id}: status {self.status}, rc {self.rc}"]
@@ -72,10 +112,27 @@ class AwxJob:
         return "\n".join(lines)
 
 
+def sync_inventory(source: Path) -> dict[str, Any]:
+    """What AWX's inventory sync imports from an SCM inventory source: `ansible-inventory --list --export` of it, run
+    with no vault password (the sync has no Vault credential) - a vaulted value in the inventory fails it."""
+    with tempfile.NamedTemporaryFile("w", prefix="sapphire-sync-", suffix=".pass") as wrong:
+        wrong.write("not-the-vault-password\n")
+        wrong.flush()
+        env = {name: value for name, value in os.environ.items() if not name.startswith("ANSIBLE_VAULT")}
+        env.update({"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+                    "ANSIBLE_VAULT_IDENTITY_LIST": f"sync@{wrong.name}"})
+        proc = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(source), "--list", "--export"],
+                              cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"inventory sync of {source} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
 def run_job(playbook: str, inventory: dict[str, Any], *, job_id: int, extra_vars: dict[str, Any] | None = None,
             vault_password: str = "", project: Path = REPO_ROOT, env: dict[str, str] | None = None,
-            template: str = "sapphire") -> AwxJob:
-    """Run `playbook` (relative to the project) as AWX job `job_id` and return its status and events."""
+            template: str = "sapphire", options: list[str] | None = None, timeout: int | None = None) -> AwxJob:
+    """Run `playbook` (relative to the project) as AWX job `job_id` and return its status and events. `options` are
+    the job template's other settings as AWX passes them (--check for a check job, --diff, --limit, --tags, -v)."""
     private = Path(tempfile.mkdtemp(prefix=f"sapphire-awx-job-{job_id}-"))
     shutil.copytree(project, private / "project", ignore=NOT_IN_A_PROJECT, symlinks=True)
     (private / "inventory").mkdir()
@@ -89,10 +146,14 @@ def run_job(playbook: str, inventory: dict[str, Any], *, job_id: int, extra_vars
     variables = {**(extra_vars or {}), "awx_job_id": job_id, "tower_job_id": job_id,
                  "awx_job_template_name": template}
     (private / "env" / "extravars").write_text(json.dumps(variables))
+    cmdline = list(options or [])
     if vault_password:
-        (private / "env" / "cmdline").write_text("--ask-vault-pass")
+        cmdline.append("--ask-vault-pass")
         (private / "env" / "passwords").write_text(json.dumps({r"^Vault password:\s*?$": vault_password}))
     (private / "env" / "envvars").write_text(json.dumps({
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}", "ANSIBLE_FORCE_COLOR": "0", **(env or {})}))
-    runner = ansible_runner.run(private_data_dir=str(private), playbook=playbook, ident=str(job_id), quiet=True)
+    if cmdline:
+        (private / "env" / "cmdline").write_text(" ".join(shlex.quote(option) for option in cmdline))
+    runner = ansible_runner.run(private_data_dir=str(private), playbook=playbook, ident=str(job_id), quiet=True,
+                                timeout=timeout)
     return AwxJob(job_id=job_id, status=runner.status, rc=runner.rc, private_data_dir=private)

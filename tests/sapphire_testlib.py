@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 LOCAL_INVENTORY = REPO_ROOT / "inventories" / "local"
@@ -73,6 +75,7 @@ class PlaybookResult:
     stderr: str
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     plays: list[dict[str, Any]] = field(default_factory=list)
+    job: Any = None  # the AwxJob (tests/awx_job.py) when run as an AWX job: its stored events, stats and leak scan
 
     @property
     def changed(self) -> int:
@@ -114,24 +117,57 @@ class PlaybookResult:
         return "\n".join(self.failure_messages()) + f"\n--- stderr tail ---\n{tail}"
 
 
+def _local_vault_lib() -> Any:
+    from ansible.parsing.vault import VaultLib, VaultSecret
+
+    password = (REPO_ROOT / ".local" / "vault-pass").read_text().strip().encode()
+    return VaultLib([("local", VaultSecret(password))])
+
+
+def local_vault() -> dict[str, str]:
+    """The local default's vault values (.local/vault.yml, made by `make setup`), for the secret scans and for the
+    vault files of the tests' inventories."""
+    plain = _local_vault_lib().decrypt((REPO_ROOT / ".local" / "vault.yml").read_bytes())
+    return {name: str(value) for name, value in yaml.safe_load(plain).items()}
+
+
+def write_vault(path: Path, values: dict[str, Any]) -> Path:
+    """A vault file of a test's inventory (what sapphire_vault_file names), encrypted like the local default's
+    (vault id local, its password), so the playbooks load it as they load an environment's vault."""
+    path.write_bytes(_local_vault_lib().encrypt(yaml.safe_dump(values), vault_id="local"))
+    path.chmod(0o600)
+    return path
+
+
+def run_as_awx_job(playbook: str, inventory: str | Path, *, job_id: int, extra_vars: dict[str, Any] | None,
+                   options: list[str], env: dict[str, str] | None, timeout: int) -> PlaybookResult:
+    """run_playbook through tests/awx_job.py: the inventory synced as AWX syncs it (no vault password), the local
+    vault's password answered at the prompt as the job template's Vault credential answers it."""
+    from awx_job import run_job, sync_inventory
+
+    password = (REPO_ROOT / ".local" / "vault-pass").read_text().strip()
+    job_env = {"SAPPHIRE_LOCAL_DIR": str(REPO_ROOT / ".local"), **(env or {})}
+    job = run_job(playbook, sync_inventory(Path(inventory)), job_id=job_id, extra_vars=extra_vars,
+                  vault_password=password, env=job_env, options=options, timeout=timeout)
+    result = job.playbook_result()
+    result.job = job
+    return result
+
+
 def run_playbook(playbook: str, inventory: str | Path = LOCAL_INVENTORY, *, extra_vars: dict[str, Any] | None = None,
                  check: bool = False, diff: bool = False, limit: str | None = None, tags: str | None = None,
                  verbosity: int = 0, env: dict[str, str] | None = None, json_output: bool = True,
-                 timeout: int = 1800) -> PlaybookResult:
-    """Run a playbook from the repository root the way an operator would."""
+                 timeout: int = 1800, awx_job_id: int | None = None) -> PlaybookResult:
+    """Run a playbook from the repository root the way an operator would, or (awx_job_id) as an AWX job runs it."""
+    options = ["--check"] * check + ["--diff"] * diff + (["--limit", limit] if limit else []) \
+        + (["--tags", tags] if tags else []) + (["-" + "v" * verbosity] if verbosity else [])
+    if awx_job_id is not None:
+        return run_as_awx_job(playbook, inventory, job_id=awx_job_id, extra_vars=extra_vars, options=options,
+                              env=env, timeout=timeout)
     command = [str(VENV_BIN / "ansible-playbook"), playbook, "-i", str(inventory)]
     if extra_vars:
         command += ["-e", json.dumps(extra_vars)]
-    if check:
-        command.append("--check")
-    if diff:
-        command.append("--diff")
-    if limit:
-        command += ["--limit", limit]
-    if tags:
-        command += ["--tags", tags]
-    if verbosity:
-        command.append("-" + "v" * verbosity)
+    command += options
     run_env = dict(os.environ)
     run_env["ANSIBLE_CONFIG"] = str(REPO_ROOT / "ansible.cfg")
     run_env["PATH"] = f"{VENV_BIN}{os.pathsep}{run_env.get('PATH', '')}"

@@ -37,7 +37,7 @@ import psycopg
 import pytest
 import redis
 import yaml
-from sapphire_testlib import PlaybookResult, postgres_admin, postgres_app, run_playbook
+from sapphire_testlib import PlaybookResult, local_vault, postgres_admin, postgres_app, run_playbook, write_vault
 from sapphire_testlib import wait_for as poll
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -135,11 +135,12 @@ class DataServers:
                                  "redis_replica_of": "redis-primary", "sapphire_region": "dr"},
                 }},
             },
-            # No cluster here: the platform state lives in the controller's file (said explicitly).
+            # No cluster here: the platform state lives in the controller's file (said explicitly). The secrets are in
+            # the test's vault file, as an environment's are: the inventory (what AWX would sync) holds none.
             "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                      "postgres_mode": "host", "redis_mode": "host", "sapphire_local_dir": str(local_dir),
-                     "sapphire_environment": "test", "sapphire_state_store": "file", **secrets, **store,
-                     **(variables or {})},
+                     "sapphire_environment": "test", "sapphire_state_store": "file",
+                     **vault_references(root, secrets), **store, **(variables or {})},
         }}
         if backup_store:
             inventory["all"]["children"]["backup_store_hosts"] = {
@@ -160,6 +161,10 @@ class DataServers:
                 servers.stop()
                 raise AssertionError(f"{converge} failed:\n{result.explain()}")
         return servers
+
+    def secret_vars(self) -> dict[str, str]:
+        """For an inventory of another shape over these servers: the vault file and what its values are called."""
+        return vault_references(self.root, self.secrets)
 
     def run(self, playbook: str, extra_vars: dict[str, Any] | None = None, **kwargs: Any) -> PlaybookResult:
         return run_playbook(playbook, self.inventory, extra_vars=extra_vars, **kwargs)
@@ -235,6 +240,16 @@ class DataServers:
 LOCAL_INVENTORY = Path(__file__).resolve().parents[2] / "inventories" / "local"
 
 
+def vault_references(root: Path, secrets: dict[str, str]) -> dict[str, str]:
+    """The test's secrets as an environment keeps them: root/vault.yml (encrypted, vault id local; with the local
+    default's other values, e.g. the exchange keys a namespace's Secrets need) named by sapphire_vault_file, and the
+    inventory's variables referring to vault_<name>."""
+    vault = root / "vault.yml"
+    if not vault.exists():
+        write_vault(vault, {**local_vault(), **{f"vault_{name}": value for name, value in secrets.items()}})
+    return {"sapphire_vault_file": str(vault), **{name: f"{{{{ vault_{name} }}}}" for name in secrets}}
+
+
 def with_clusters(root: Path, inventory: dict[str, Any], clusters: dict[str, Any]) -> Path:
     """An inventory directory: the data hosts above, the local default's two clusters (existing: they
     run already) and the local inventory's group_vars, with this test's secrets, directories, namespace
@@ -252,7 +267,6 @@ def with_clusters(root: Path, inventory: dict[str, Any], clusters: dict[str, Any
         values = yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "all" / name).read_text())
         values.update({key: value for key, value in variables.items() if key in values or name == "main.yml"})
         (directory / "group_vars" / "all" / name).write_text(yaml.safe_dump(values))
-    (directory / "group_vars" / "all" / "vault.yml").symlink_to(LOCAL_INVENTORY / "group_vars" / "all" / "vault.yml")
     for name in ("primary.yml", "dr.yml"):
         shutil.copy(LOCAL_INVENTORY / "group_vars" / name, directory / "group_vars" / name)
     cluster_vars = yaml.safe_load((LOCAL_INVENTORY / "group_vars" / "clusters.yml").read_text())
@@ -453,15 +467,13 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     servers.redis("redis-primary").hset(f"sapphire:agent:{marks['before']}:heartbeat", mapping={"ts": time.time()})
     wait_for(lambda: has_trade(servers, "pg-dr", marks["before"]), what="the row on the standby")
 
-    # Under a write load against the home region's primaries; -vvv, plain output: also proves no secret
-    # reaches the operator's terminal.
+    # Under a write load against the home region's primaries, as an AWX job at -vvv: no event AWX stores of it (nor
+    # the synced inventory) holds a secret, its base64 or URL-encoded form.
     with WriteLoad(servers) as load:
         result = servers.run("dr-failover.yml", extra_vars={**CONFIRM, "dr_reason": "planned drill"}, verbosity=3,
-                             json_output=False)
-    output = result.stdout + result.stderr
-    assert result.rc == 0, output[-6000:]
-    for name, secret in servers.secrets.items():
-        assert secret not in output, f"{name} printed by dr-failover.yml at -vvv"
+                             awx_job_id=2101)
+    assert result.rc == 0, result.explain()
+    assert result.job.leaked({**servers.secrets, **local_vault()}) == []
 
     # PostgreSQL: the standby is a primary, has the row, accepts writes; the old primary is fenced.
     assert not in_recovery(servers, "pg-dr")
@@ -517,13 +529,20 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     assert report["loss"]["postgres"]["measured"] and report["loss"]["redis"]["measured"]
     assert report["rto"].startswith("met") and report["rto_seconds"] > 0
     assert Path(last["report"]).with_suffix(".md").read_text().startswith("# DR failover")
+    # The report is the job's artifact too (set_stats): a workflow branches on it.
+    assert result.job.stats()["sapphire_dr_report"] == report
     print(f"measured RTO of the test failover: {report['rto_seconds']} s; loss {report['loss']}")
 
 
 def test_validate_is_green_after_the_failover_and_reports_the_fenced_server_as_fenced(servers: DataServers) -> None:
-    result = servers.run("validate.yml", extra_vars={"validate_components": ["redis", "postgres"]})
+    result = servers.run("validate.yml", extra_vars={"validate_components": ["redis", "postgres"]}, awx_job_id=2102)
     assert result.rc == 0, result.explain()
     report = json.loads((servers.local_dir / "reports" / "validate.json").read_text())
+    # As an AWX job: the health is the job's artifact (set_stats, without the per-check detail), no secret stored.
+    published = result.job.stats()["sapphire_validate_report"]
+    assert published == {key: value for key, value in report.items() if key != "reports"}
+    assert published["healthy"] is True and published["summary"]["fail"] == 0
+    assert result.job.leaked({**servers.secrets, **local_vault()}) == []
     checks = {(item["host"], check["name"]): check["status"] for item in report["reports"]
               for check in item.get("checks", [])}
     assert checks[("pg-primary", "postgres_fenced")] == "ok", checks
@@ -572,10 +591,12 @@ def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: Data
     finally:
         pg_ctl(servers, "pg-primary", "stop")
 
-    result = servers.run("dr-failback.yml", extra_vars=CONFIRM)
+    result = servers.run("dr-failback.yml", extra_vars=CONFIRM, awx_job_id=2103)
     assert result.rc == 0, result.explain()
+    assert result.job.leaked({**servers.secrets, **local_vault()}) == []
 
     report = json.loads(Path(servers.state()["history"][-1]["report"]).read_text())
+    assert result.job.stats()["sapphire_dr_report"] == report
     [export] = report["post_fork_export"]
     assert export["host"] == "pg-primary" and export["rows"] == 1, export
     trades_file = next(path for path in export["files"] if path.endswith("-trades.csv"))
@@ -608,6 +629,7 @@ def test_failback_returns_the_roles_and_keeps_every_data_directory(servers: Data
 
 
 def test_failback_second_run_changes_nothing(servers: DataServers) -> None:
-    result = servers.run("dr-failback.yml", extra_vars=CONFIRM)
+    result = servers.run("dr-failback.yml", extra_vars=CONFIRM, awx_job_id=2104)
     assert result.rc == 0, result.explain()
     assert result.changed == 0, result.changed_tasks()
+    assert result.job.stats()["sapphire_dr_report"] == {"operation": "failback", "noop": True}

@@ -46,9 +46,9 @@ def test_a_failover_of_services_it_cannot_promote_is_refused_before_any_step(
 def test_the_managed_environments_list_the_provider_steps_under_check(environment: str) -> None:
     """inventories/prod and staging as shipped (Cloud SQL and Memorystore endpoints per region), under --check from a
     machine that reaches neither their clusters nor their data services (the read-only run uses an empty cache; the
-    vault's values given on the command line): dr-failover lists the steps it would take - the fence, then what the
-    operator promotes in which provider - and refuses because the endpoints do not answer; backup.yml does not fail
-    every hour, it says the providers keep the backups."""
+    vault is a file of this test's that sapphire_vault_file names): dr-failover lists the steps it would take - the
+    fence, then what the operator promotes in which provider - and refuses because the endpoints do not answer;
+    backup.yml does not fail every hour, it says the providers keep the backups."""
     local_dir = Path(tempfile.mkdtemp(prefix=f"sapphire-{environment}-check-"))
     env = {"SAPPHIRE_LOCAL_DIR": str(local_dir)}
     inventory = Path(__file__).resolve().parents[2] / "inventories" / environment
@@ -56,6 +56,8 @@ def test_the_managed_environments_list_the_provider_steps_under_check(environmen
         "redis_password", "postgres_password", "postgres_replication_password", "exchange_api_key",
         "exchange_api_secret", "telegram_bot_token", "grafana_admin_password", "backup_store_access_key",
         "backup_store_secret_key")}
+    (local_dir / "vault.yml").write_text(yaml.safe_dump(vault))
+    vault = {"sapphire_vault_file": str(local_dir / "vault.yml")}
     failover = run_playbook("dr-failover.yml", inventory, extra_vars={"confirm": environment, **vault}, check=True,
                             env=env)
     assert failover.rc != 0

@@ -78,7 +78,7 @@ class ExternalRegions:
             "postgres_external_sslmode": "disable", "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
             "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
-            "trading_agents": AGENTS, **servers.secrets, **store["vars"], **(variables or {})}}}
+            "trading_agents": AGENTS, **servers.secret_vars(), **store["vars"], **(variables or {})}}}
         if clusters:
             self.inventory = with_clusters(servers.root, inventory,
                                            {"namespace": namespace, "state_namespace": state_namespace})

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sapphire_testlib import LocalClusters, run_playbook
+from sapphire_testlib import LocalClusters, local_vault, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.servers, pytest.mark.slow]
 
@@ -87,12 +87,16 @@ def test_stop_halts_scales_to_zero_and_resume_restores(platform: str, local_clus
     namespace = platform
     assert {k: v for k, v in replicas(local_clusters, namespace).items() if k.startswith("agent-")} == EXPECTED
 
+    # The stop and the resume run as AWX jobs (tests/awx_job.py: the local inventory as AWX syncs it, the vault
+    # answered by the Vault credential's password): nothing AWX stores of them holds a secret.
+    secrets = {**local_vault(), "the halt Redis' password": halt_redis.password}
     started = time.monotonic()
-    stop = run_playbook("emergency-stop.yml", limit="local-primary",
+    stop = run_playbook("emergency-stop.yml", limit="local-primary", awx_job_id=3101,
                         extra_vars=stop_vars(namespace, halt_redis, emergency_stop_reason="daily loss limit",
                                              emergency_stop_actor="it-test"))
-    print(f"emergency-stop took {time.monotonic() - started:.1f} s (whole ansible-playbook run)")
+    print(f"emergency-stop took {time.monotonic() - started:.1f} s (whole AWX job)")
     assert stop.rc == 0, stop.explain()
+    assert stop.job.status == "successful" and stop.job.leaked(secrets) == []
     assert agent_pods(local_clusters, namespace) == []
     halt = json.loads(halt_redis.client().get("sapphire:halt"))
     assert halt["reason"] == "daily loss limit" and halt["actor"] == "it-test" and halt["ts"] > 0
@@ -119,9 +123,10 @@ def test_stop_halts_scales_to_zero_and_resume_restores(platform: str, local_clus
     assert wait_pods(local_clusters, namespace, 0, timeout=10) == []
     assert all(replicas(local_clusters, namespace)[name] == 0 for name in EXPECTED)
 
-    resume = run_playbook("resume.yml", limit="local-primary",
+    resume = run_playbook("resume.yml", limit="local-primary", awx_job_id=3102,
                           extra_vars=stop_vars(namespace, halt_redis, validate_components=["namespace"]))
     assert resume.rc == 0, resume.explain()
+    assert resume.job.status == "successful" and resume.job.leaked(secrets) == []
     counts = replicas(local_clusters, namespace)
     assert {name: counts[name] for name in EXPECTED} == EXPECTED
     assert len(wait_pods(local_clusters, namespace, sum(EXPECTED.values()))) == sum(EXPECTED.values())

@@ -271,7 +271,7 @@ def test_empty_vault_password_is_rejected(lone: tuple[Path, Path, Callable[..., 
     result = bad_run(lone, free_port(set()), redis_password="")
     assert result.rc != 0
     message = " ".join(result.failure_messages())
-    assert "vault_redis_password" in message and "group_vars/all/vault.yml" in message, message
+    assert "vault_redis_password" in message and "sapphire_vault_file" in message, message
     assert not local_dir.exists()
 
 

@@ -38,7 +38,8 @@ PLAYBOOK_KEYS = {"import_playbook", "ansible.builtin.import_playbook"}
 STATE_ROLE = "sapphire_state"
 # Modules that write nothing: the only ones allowed before the confirmation check.
 READ_ONLY = {"ansible.builtin.assert", "ansible.builtin.set_fact", "ansible.builtin.debug", "ansible.builtin.fail",
-             "ansible.builtin.validate_argument_spec", "assert", "set_fact", "debug", "fail"}
+             "ansible.builtin.validate_argument_spec", "ansible.builtin.include_vars", "assert", "set_fact", "debug",
+             "fail"}
 TASK_KEYWORDS = {"name", "when", "vars", "tags", "run_once", "register", "loop", "loop_control", "delegate_to",
                  "no_log", "changed_when", "failed_when", "check_mode", "ignore_errors", "until", "retries", "delay",
                  "become", "environment", "notify", "listen", "any_errors_fatal", "ignore_unreachable", "args",
