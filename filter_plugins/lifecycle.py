@@ -240,30 +240,6 @@ def plan_lines(plan: list[dict[str, Any]], verb: str = "DELETE") -> list[str]:
     return lines
 
 
-def halt_scale(deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Filter: server-side apply patches that record each agent Deployment's replica count in the
-    sapphire.io/halted-replicas annotation and scale it to zero. A count recorded by an earlier stop
-    is kept (a second stop must not record the zero the first one left)."""
-    patches = []
-    for deployment in deployments or []:
-        meta = _meta(deployment)
-        annotations = meta.get("annotations") or {}
-        recorded = annotations.get(HALTED_ANNOTATION)
-        if recorded is None:
-            recorded = str((deployment.get("spec") or {}).get("replicas", 1))
-        patches.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                        "metadata": {"name": meta["name"], "namespace": meta["namespace"],
-                                     "annotations": {HALTED_ANNOTATION: str(recorded)}},
-                        "spec": {"replicas": 0}})
-    return patches
-
-
-def halt_needs_scale(deployments: list[dict[str, Any]]) -> bool:
-    """Filter: true when some agent Deployment still lacks its record or runs replicas."""
-    return any(HALTED_ANNOTATION not in (_meta(d).get("annotations") or {})
-               or (d.get("spec") or {}).get("replicas", 1) != 0 for d in deployments or [])
-
-
 def resume_scale(deployments: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Filter: server-side apply patches (same field manager as the stop) that restore the recorded
     replica counts and drop the annotation. Deployments without a record are left alone."""
@@ -433,8 +409,6 @@ class FilterModule:
             "sapphire_backup_retention_days": backup_retention_days,
             "sapphire_backup_provider_managed": backup_provider_managed, "sapphire_backup_summary": backup_summary,
             "sapphire_plan_lines": plan_lines,
-            "sapphire_halt_scale": halt_scale,
-            "sapphire_halt_needs_scale": halt_needs_scale,
             "sapphire_resume_scale": resume_scale,
             "sapphire_release_object_name": release_object_name,
             "sapphire_release_pointer": release_pointer,

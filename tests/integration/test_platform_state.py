@@ -142,16 +142,17 @@ def test_after_a_failover_every_playbook_acts_on_the_live_region_from_any_contro
     # A controller that never ran the failover: no cache.
     regions.cache_file().unlink()
 
+    # The kill switch reads no state before halting: SET NX to every Redis, the live one (redis-dr) takes it.
     stop = regions.run("emergency-stop.yml", **STOP)
     assert stop.rc == 0, stop.explain()
     assert regions.halt("redis-dr")["reason"] == "state test", "the halt flag belongs in the live Redis"
-    assert regions.cache_file().exists(), "the state read from the clusters is cached again"
     history = regions.state("local-dr")["history"]
     assert history[-1]["operation"] == "emergency-stop" and history[-1]["reason"] == "state test"
 
     resume = regions.run("resume.yml")
     assert resume.rc == 0, resume.explain()
     assert regions.halt("redis-dr") is None
+    assert regions.cache_file().exists(), "the state read from the clusters is cached again"
 
     regions.cache_file().unlink()
     deploy = regions.run("deploy.yml")

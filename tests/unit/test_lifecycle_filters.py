@@ -162,19 +162,6 @@ def deployment(name: str, replicas: int, annotations: dict[str, str] | None = No
             "spec": {"replicas": replicas}}
 
 
-def test_halt_records_counts_and_a_second_halt_keeps_them() -> None:
-    first = lifecycle.halt_scale([deployment("agent-a", 2), deployment("agent-b", 0)])
-    assert [(p["metadata"]["annotations"]["sapphire.io/halted-replicas"], p["spec"]["replicas"]) for p in first] == [
-        ("2", 0), ("0", 0)]
-    halted = [deployment("agent-a", 0, {"sapphire.io/halted-replicas": "2"})]
-    assert lifecycle.halt_scale(halted)[0]["metadata"]["annotations"]["sapphire.io/halted-replicas"] == "2"
-    assert not lifecycle.halt_needs_scale(halted)
-    # A deploy that scaled a halted agent back up needs the scale again, without losing the count.
-    redeployed = [deployment("agent-a", 2, {"sapphire.io/halted-replicas": "3"})]
-    assert lifecycle.halt_needs_scale(redeployed)
-    assert lifecycle.halt_scale(redeployed)[0]["metadata"]["annotations"]["sapphire.io/halted-replicas"] == "3"
-
-
 def test_resume_restores_recorded_counts_only() -> None:
     patches = lifecycle.resume_scale([deployment("agent-a", 0, {"sapphire.io/halted-replicas": "2"}),
                                       deployment("agent-b", 1)])
