@@ -57,6 +57,8 @@ TARGETS = {
     "redeploy_share_max": 1 / 3,
     "validate_small_max_seconds": 5.0,
     "validate_growth_max": 2.0,
+    "stop_halt_flag_max_seconds": 1.0,
+    "stop_scaled_max_seconds": 5.0,
 }
 
 
@@ -288,6 +290,17 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     vgrowth = (_ratio(by_size[large]["validate"]["seconds"], by_size[small]["validate"]["seconds"])
                if large != small else None)
     add("validate_growth", vgrowth, TARGETS["validate_growth_max"], f"validate({large}) / validate({small}) <= 2")
+    # The kill switch, timed from outside (bench/run.py's watcher) from the playbook's start, the worst size counts.
+    stops = [row.get("emergency_stop") or {} for row in rows]
+
+    def worst(key: str) -> float | None:
+        values = [stop.get(key) for stop in stops]
+        return None if not values or None in values else max(values)
+
+    add("stop_halt_flag", worst("halt_flag_seconds"), TARGETS["stop_halt_flag_max_seconds"],
+        "emergency-stop: halt flag set < 1 s from the start")
+    add("stop_scaled", worst("scaled_seconds"), TARGETS["stop_scaled_max_seconds"],
+        "emergency-stop: every agent asked to scale to zero < 5 s from the start")
     return {"targets": targets}
 
 
@@ -324,6 +337,16 @@ def markdown(results: dict[str, Any]) -> str:
         cells = " | ".join(f"{fresh[name]:.1f} / {again[name]:.1f}" for name in ("cluster", "host-mode servers",
                                                                                   "platform", "other"))
         lines.append(f"| {row['size']} | {cells} |")
+    if any(row.get("emergency_stop") for row in results["rows"]):
+        lines += ["", "emergency-stop.yml, seconds from the playbook's start (a watcher polls Redis and the API every "
+                  "20 ms):", "",
+                  "| agents | halt flag set | every agent at 0 replicas | no agent pod left | playbook |",
+                  "| ---: | ---: | ---: | ---: | ---: |"]
+        for row in results["rows"]:
+            stop = row.get("emergency_stop") or {}
+            lines.append(f"| {row['size']} | {_fmt(stop.get('halt_flag_seconds'))} "
+                         f"| {_fmt(stop.get('scaled_seconds'))} | {_fmt(stop.get('no_pod_seconds'))} "
+                         f"| {_fmt(stop.get('seconds'))} |")
     lines += ["", "| target | observed | limit | met |", "| --- | ---: | ---: | --- |"]
     for target in results["evaluation"]["targets"]:
         met = {True: "yes", False: "**no**", None: "n/a"}[target["met"]]

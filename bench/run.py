@@ -25,6 +25,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -193,13 +194,65 @@ class Bench:
         log(f"{size} agents: validate {validate['seconds']} s, healthy={validate['healthy']}, "
             f"{validate['checks']} checks")
 
+        stop = self.emergency_stop(size, ansible_ns)
+        log(f"{size} agents: emergency-stop halt flag at {stop['halt_flag_seconds']} s, every agent asked to scale to "
+            f"zero at {stop['scaled_seconds']} s, no agent pod at {stop['no_pod_seconds']} s, "
+            f"playbook {stop['seconds']} s")
+
         kubectl = self.kubectl_apply(size, ansible_ns, kubectl_ns)
         log(f"{size} agents: kubectl apply + wait {kubectl['seconds']} s ({kubectl['objects']} objects)")
         self.delete_namespaces([kubectl_ns])
         return {"size": size, "tiers": benchlib.tier_counts(size), "objects": kubectl["objects"],
-                "deploy": deploy, "redeploy": redeploy, "validate": validate, "kubectl": kubectl,
+                "deploy": deploy, "redeploy": redeploy, "validate": validate, "emergency_stop": stop,
+                "kubectl": kubectl,
                 "load_average_before": [round(value, 2) for value in load_before],
                 "load_average_after": [round(value, 2) for value in os.getloadavg()]}
+
+    def emergency_stop(self, size: int, namespace: str) -> dict[str, Any]:
+        """emergency-stop.yml on the deployed ensemble, timed from outside: a watcher polls the Redis halt flag and the
+        agent Deployments and pods every 20 ms from the moment the playbook starts. Then resume.yml (not timed)."""
+        import redis
+        from kubernetes import client, config
+
+        password = json.loads((WORK_DIR / "secrets.json").read_text())["redis_password"]
+        halt = redis.Redis(host="127.0.0.1", port=benchlib.PORTS["redis"], password=password, socket_timeout=5)
+        halt.delete("sapphire:halt")
+        api = config.new_client_from_config(str(self.kubeconfig))
+        apps, core = client.AppsV1Api(api), client.CoreV1Api(api)
+        selector = "app.kubernetes.io/component=agent"
+        seen: dict[str, float | None] = {"halt_flag": None, "scaled": None, "no_pod": None}
+        done = threading.Event()
+
+        def watch(started: float) -> None:
+            while not done.is_set() or seen["no_pod"] is None:
+                now = time.monotonic() - started
+                if seen["halt_flag"] is None and halt.exists("sapphire:halt"):
+                    seen["halt_flag"] = round(now, 2)
+                if seen["scaled"] is None and all(
+                        (item.spec.replicas or 0) == 0
+                        for item in apps.list_namespaced_deployment(namespace, label_selector=selector).items):
+                    seen["scaled"] = round(time.monotonic() - started, 2)
+                if seen["scaled"] is not None and seen["no_pod"] is None and not [
+                        pod for pod in core.list_namespaced_pod(namespace, label_selector=selector).items
+                        if pod.status.phase not in ("Succeeded", "Failed")]:
+                    seen["no_pod"] = round(time.monotonic() - started, 2)
+                if done.is_set() and time.monotonic() - started > 300:
+                    return
+                time.sleep(0.02)
+
+        started = time.monotonic()
+        watcher = threading.Thread(target=watch, args=(started,), daemon=True)
+        watcher.start()
+        outcome = self.ansible("emergency-stop.yml", size, f"{size}-emergency-stop",
+                               ["-e", json.dumps({"emergency_stop_reason": "bench", "emergency_stop_actor": "bench"})])
+        done.set()
+        watcher.join(timeout=310)
+        self.require(outcome, f"emergency-stop of {size} agents")
+        resume = self.ansible("resume.yml", size, f"{size}-resume", ["-e", json.dumps({"resume_validate": False})])
+        self.require(resume, f"resume of {size} agents")
+        return {"seconds": outcome["seconds"], "halt_flag_seconds": seen["halt_flag"],
+                "scaled_seconds": seen["scaled"], "no_pod_seconds": seen["no_pod"],
+                "slowest_tasks": benchlib.slowest_tasks(outcome["stats"]), "resume_seconds": resume["seconds"]}
 
     def kubectl_apply(self, size: int, ansible_ns: str, kubectl_ns: str) -> dict[str, Any]:
         manifests = WORK_DIR / "manifests" / str(size)

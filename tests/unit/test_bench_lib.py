@@ -154,12 +154,16 @@ def test_count_objects_expands_lists() -> None:
 
 
 def _row(size: int, deploy: float, redeploy: float, validate: float, kubectl: float, *, tasks: int = 100,
-         changed: int = 0, healthy: bool = True) -> dict[str, Any]:
-    return {"size": size, "objects": size * 2 + 40,
-            "deploy": {"seconds": deploy, "tasks": tasks, "api_requests": 10 * size},
-            "redeploy": {"seconds": redeploy, "changed": changed},
-            "validate": {"seconds": validate, "checks": 30, "healthy": healthy},
-            "kubectl": {"seconds": kubectl, "api_requests": 5 * size}}
+         changed: int = 0, healthy: bool = True, stop: tuple[float, float] | None = (0.8, 2.0)) -> dict[str, Any]:
+    row = {"size": size, "objects": size * 2 + 40,
+           "deploy": {"seconds": deploy, "tasks": tasks, "api_requests": 10 * size},
+           "redeploy": {"seconds": redeploy, "changed": changed},
+           "validate": {"seconds": validate, "checks": 30, "healthy": healthy},
+           "kubectl": {"seconds": kubectl, "api_requests": 5 * size}}
+    if stop:
+        row["emergency_stop"] = {"halt_flag_seconds": stop[0], "scaled_seconds": stop[1], "no_pod_seconds": stop[1] + 1,
+                                 "seconds": stop[1] + 2}
+    return row
 
 
 def _met(evaluation: dict[str, Any]) -> dict[str, bool | None]:
@@ -170,16 +174,23 @@ def test_evaluate_reports_every_target_met() -> None:
     rows = [_row(6, 20, 5, 3, 4), _row(60, 25, 6, 3.5, 10), _row(300, 40, 10, 4, 45)]
     evaluation = benchlib.evaluate(rows)
     assert _met(evaluation) == {"deploy_vs_kubectl": True, "deploy_growth": True, "redeploy": True,
-                                "validate_small": True, "validate_growth": True}
+                                "validate_small": True, "validate_growth": True, "stop_halt_flag": True,
+                                "stop_scaled": True}
     assert rows[2]["ratios"]["deploy_vs_kubectl"] == pytest.approx(40 / 45, abs=1e-3)
     assert rows[0]["ratios"]["redeploy_vs_deploy"] == pytest.approx(0.25)
 
 
 def test_evaluate_reports_misses() -> None:
-    rows = [_row(6, 10, 2, 6, 4, tasks=100), _row(300, 90, 40, 20, 30, tasks=120, changed=1, healthy=False)]
+    rows = [_row(6, 10, 2, 6, 4, tasks=100), _row(300, 90, 40, 20, 30, tasks=120, changed=1, healthy=False,
+                                                   stop=(1.5, 9.0))]
     met = _met(benchlib.evaluate(rows))
     assert met == {"deploy_vs_kubectl": False, "deploy_growth": False, "redeploy": False,
-                   "validate_small": False, "validate_growth": False}
+                   "validate_small": False, "validate_growth": False, "stop_halt_flag": False, "stop_scaled": False}
+
+
+def test_a_run_without_the_stop_measured_leaves_its_targets_open() -> None:
+    met = _met(benchlib.evaluate([_row(6, 20, 5, 3, 4, stop=None), _row(300, 40, 10, 4, 45)]))
+    assert met["stop_halt_flag"] is None and met["stop_scaled"] is None
 
 
 def test_evaluate_flags_a_growing_task_count_even_when_time_is_flat() -> None:
