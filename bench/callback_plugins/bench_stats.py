@@ -55,6 +55,8 @@ class CallbackModule(CallbackBase):
             "play": self._play, "name": task.get_name(), "role": role.get_name() if role else "", "action": task.action,
             "kind": kind, "ok": 0, "changed": 0, "failed": 0, "skipped": 0, "k8s_objects": 0, "_t0": time.monotonic(),
         }
+        # CLOCK_MONOTONIC is the machine's: the bench relates a task's start to what it observed from outside.
+        self._current["started_monotonic"] = self._current["_t0"]
         self._tasks.append(self._current)
 
     def v2_playbook_on_play_start(self, play: Any) -> None:
