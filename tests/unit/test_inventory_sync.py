@@ -51,3 +51,19 @@ def test_a_missing_vault_file_is_refused_before_anything_naming_the_variable(tmp
     assert result.changed_tasks() == [] and list(tmp_path.iterdir()) == []
     tasks = [task["task"]["name"] for play in result.plays for task in play["tasks"]]
     assert tasks == ["Check that the vault file exists"], tasks
+
+
+def test_an_empty_vault_file_loads_none_and_the_values_come_from_extra_vars(tmp_path: Any) -> None:
+    """sapphire_vault_file="" (as -e, JSON or a survey's empty answer): no file is required or loaded, and the run
+    goes on until a task needs a vault value that the extra vars did not give, which it names."""
+    from sapphire_testlib import run_playbook
+
+    result = run_playbook("validate.yml", REPO_ROOT / "inventories" / "prod", check=True,
+                          extra_vars={"sapphire_vault_file": ""}, env={"SAPPHIRE_LOCAL_DIR": str(tmp_path)})
+    checked = result.task_results("Check that the vault file exists")
+    assert checked and not any(item.get("failed") for item in checked.values()), checked
+    loaded = result.task_results("Load the vaulted values")
+    assert loaded and all(item.get("skipped") for item in loaded.values()), loaded
+    # Without the vault's values in the extra vars, the first task that needs one names it.
+    messages = " ".join(result.failure_messages())
+    assert "does not exist" not in messages and "set vault_redis_password in the vault file" in messages, messages
