@@ -23,7 +23,8 @@ description:
   - With O(record=true) the fingerprint of the state just converged is written to O(path) (mode 0600, owner root),
     atomically; C(changed) only when its content changes. In check mode nothing is written.
   - Not covered (the detailed converge checks them when it runs; validate checks the servers' health on every run):
-    state inside a server (PostgreSQL roles and schema, Redis runtime CONFIG SET). O(force) runs the detailed converge.
+    state inside a server (PostgreSQL roles and schema, Redis runtime CONFIG SET). O(force) (the playbook variable
+    deploy_full_check) runs the detailed converge.
 version_added: "1.0.0"
 author: sapphire-ops
 options:
@@ -193,7 +194,7 @@ def main() -> None:
         recorded = None
 
     if not params["record"]:
-        reasons = ["the full check was asked for (host_fingerprint_full_check)"] if params["force"] else []
+        reasons = ["the full check was asked for (deploy_full_check)"] if params["force"] else []
         reasons += differences(recorded, params["inputs_digest"], observed)
         module.exit_json(changed=False, converged=not reasons, reasons=reasons)
 

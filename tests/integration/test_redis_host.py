@@ -194,6 +194,30 @@ def test_second_run_changes_nothing_even_after_config_rewrite(converged: Pair) -
     assert result.changed == 0, f"second run changed: {result.changed_tasks()}"
 
 
+def test_a_converged_instance_is_recognised_in_one_task_and_a_drifted_one_is_repaired(converged: Pair) -> None:
+    detail = "redis : Render the Redis configuration"  # a task of the detailed converge
+    result = converged.run(CONVERGE, converged.inventory)
+    assert result.rc == 0 and result.changed == 0, result.explain()
+    checked = result.task_results("redis : Recognise a host-mode instance its last converge left as it is")
+    assert {host: item["converged"] for host, item in checked.items()} == dict.fromkeys(converged.ports, True)
+    assert not result.task_results(detail), "the detailed converge ran on instances nothing touched"
+    # A hand edit of the replica's configuration: that host alone converges again, and gets its file back.
+    conf = converged.instance_dir("redis-test-replica") / "redis.conf"
+    before = conf.read_bytes()
+    conf.write_bytes(before + b"maxmemory 1mb\n")
+    result = converged.run(CONVERGE, converged.inventory)
+    assert result.rc == 0, result.explain()
+    checked = result.task_results("redis : Recognise a host-mode instance its last converge left as it is")
+    assert checked["redis-test-replica"]["reasons"] == [f"path {conf} changed"]
+    assert conf.read_bytes() == before
+    assert set(result.task_results(detail)) == {"redis-test-replica"}
+    assert converged.client("redis-test-replica").info("replication")["master_link_status"] == "up"
+    # The full check on request (as -e gives it, a string), changing nothing.
+    result = converged.run(CONVERGE, converged.inventory, extra_vars={"deploy_full_check": "true"})
+    assert result.rc == 0 and result.changed == 0, result.explain()
+    assert set(result.task_results(detail)) == set(converged.ports)
+
+
 def test_check_diff_is_quiet_and_never_prints_the_password(converged: Pair) -> None:
     result = converged.run(CONVERGE, converged.inventory, check=True, diff=True, verbosity=3, json_output=False)
     assert result.rc == 0, result.stdout[-3000:] + result.stderr[-2000:]

@@ -1,0 +1,130 @@
+"""The converged-host fingerprint: library/sapphire_fingerprint.py observes files, server processes and packages on the
+host and compares them with what the last converge recorded; filter_plugins/fingerprint.py digests the inputs and the
+toolkit's code on the controller. The roles skipping their detailed converge with it:
+tests/integration/test_redis_host.py (drift repaired, a converged host recognised, deploy_full_check)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import load_module
+
+fingerprint = load_module("sapphire_fingerprint")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("sapphire_fingerprint_filters",
+                                               REPO_ROOT / "filter_plugins" / "fingerprint.py")
+assert _spec and _spec.loader
+filters = importlib.util.module_from_spec(_spec)
+sys.modules["sapphire_fingerprint_filters"] = filters
+_spec.loader.exec_module(filters)
+
+
+def test_a_file_is_observed_by_content_mode_and_owner(tmp_path: Path) -> None:
+    conf = tmp_path / "redis.conf"
+    conf.write_text("port 6379\n")
+    conf.chmod(0o640)
+    before = fingerprint.observe_path(str(conf))
+    assert before.startswith("file 640 ")
+    conf.chmod(0o644)
+    assert fingerprint.observe_path(str(conf)) != before, "a mode change is drift"
+    conf.chmod(0o640)
+    assert fingerprint.observe_path(str(conf)) == before
+    conf.write_text("port 6380\n")
+    assert fingerprint.observe_path(str(conf)) != before, "a content change is drift"
+    assert fingerprint.observe_path(str(tmp_path / "gone")) == "missing"
+    assert fingerprint.observe_path(str(tmp_path)).startswith("dir ")
+
+
+def test_a_restarted_or_dead_server_is_not_the_one_recorded(tmp_path: Path) -> None:
+    pidfile = tmp_path / "server.pid"
+    assert fingerprint.observe_process(str(pidfile)) == "no pid file"
+    first = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile.write_text(f"{first.pid}\n")
+        running = fingerprint.observe_process(str(pidfile))
+        assert running.startswith(f"pid {first.pid} started ") and running.endswith("sleep 60")
+        assert fingerprint.observe_process(str(pidfile)) == running, "the same process reads the same"
+    finally:
+        first.kill()
+        first.wait()
+    assert fingerprint.observe_process(str(pidfile)) == f"pid {first.pid} not running"
+    second = subprocess.Popen(["sleep", "60"])
+    try:
+        pidfile.write_text(f"{second.pid}\n")
+        assert fingerprint.observe_process(str(pidfile)) != running
+    finally:
+        second.kill()
+        second.wait()
+
+
+def test_package_versions_come_from_dpkgs_status_file(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Package: redis-server\nStatus: install ok installed\nVersion: 5:7.0.15-1\n\n"
+                      "Package: redis-tools\nStatus: deinstall ok config-files\nVersion: 5:7.0.15-1\n\n"
+                      "Package: other\nStatus: install ok installed\nVersion: 1\n")
+    assert fingerprint.installed_versions(["redis-server", "redis-tools", "absent"], str(status)) == {
+        "redis-server": "5:7.0.15-1", "redis-tools": "not installed", "absent": "not installed"}
+
+
+def test_differences_name_what_changed_and_nothing_when_converged() -> None:
+    observed = {"path /a": "file 640 0:0 x", "process /p": "pid 1 started 5 redis-server"}
+    recorded = {"inputs": "d1", "observed": dict(observed)}
+    assert fingerprint.differences(recorded, "d1", observed) == []
+    assert fingerprint.differences(None, "d1", observed) == [
+        "no fingerprint recorded (first converge, or the last one did not finish)"]
+    assert fingerprint.differences(recorded, "d2", observed) == [
+        "the inputs changed (variables, platform state or the toolkit's code)"]
+    changed = {**observed, "process /p": "pid 9 started 7 redis-server", "path /b": "missing"}
+    assert fingerprint.differences(recorded, "d1", changed) == ["path /b is new or gone", "process /p changed"]
+
+
+def test_the_inputs_digest_follows_the_inputs_and_the_code(tmp_path: Path) -> None:
+    role = tmp_path / "roles" / "redis"
+    (role / "tasks").mkdir(parents=True)
+    (role / "tasks" / "main.yml").write_text("---\n")
+    (tmp_path / "library").mkdir()
+    (tmp_path / "library" / "mod.py").write_text("x = 1\n")
+    inputs = {"variables": {"redis_port": 6379, "redis_password": "secret"}}
+    digest = filters.fingerprint_inputs(inputs, str(role))
+    assert "secret" not in digest and len(digest) == 64
+    reordered = {"variables": {"redis_password": "secret", "redis_port": 6379}}
+    assert filters.fingerprint_inputs(reordered, str(role)) == digest
+    assert filters.fingerprint_inputs({"variables": {"redis_port": 6380, "redis_password": "secret"}}, str(role)) \
+        != digest
+    (tmp_path / "library" / "mod.py").write_text("x = 2\n")
+    assert filters.fingerprint_inputs(inputs, str(role)) != digest, "new toolkit code converges again"
+    (tmp_path / "library" / "mod.py").write_text("x = 1\n")
+    (role / "__pycache__").mkdir()
+    (role / "__pycache__" / "main.cpython-311.pyc").write_bytes(os.urandom(8))
+    assert filters.fingerprint_inputs(inputs, str(role)) == digest, "compiled files are not code changes"
+
+
+def test_recording_then_checking_through_the_module(tmp_path: Path) -> None:
+    conf = tmp_path / "app.conf"
+    conf.write_text("a\n")
+    path = tmp_path / ".sapphire-converged.json"
+
+    def run(**args: object) -> dict:
+        params = {"path": str(path), "inputs_digest": "d1", "paths": [str(conf)], **args}
+        process = subprocess.run([sys.executable, str(REPO_ROOT / "library" / "sapphire_fingerprint.py")],
+                                 input=json.dumps({"ANSIBLE_MODULE_ARGS": params}), capture_output=True, text=True,
+                                 check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        return json.loads(process.stdout)
+
+    assert run()["converged"] is False
+    recorded = run(record=True)
+    assert recorded["changed"] is True and oct(path.stat().st_mode & 0o777) == "0o600"
+    assert run(record=True)["changed"] is False, "the same state records nothing new"
+    assert run() == {"changed": False, "converged": True, "reasons": [], "invocation": run()["invocation"]}
+    assert run(force=True)["reasons"] == ["the full check was asked for (deploy_full_check)"]
+    time.sleep(0.01)
+    conf.write_text("b\n")
+    assert run()["reasons"] == [f"path {conf} changed"]
+    assert run(_ansible_check_mode=True, record=True)["changed"] is True
+    assert run()["converged"] is False, "check mode recorded nothing"
