@@ -1,0 +1,23 @@
+"""library/sapphire_k8s_list.py: the paths it lists (the agents role's read of what a namespace holds). Against a real
+API server: every deploy of tests/integration (test_deploy's idempotence and drift tests read through it)."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import load_module
+
+k8s_list = load_module("sapphire_k8s_list")
+
+
+@pytest.mark.parametrize(("kind", "resource"), [
+    ("Deployment", "deployments"), ("Service", "services"), ("ConfigMap", "configmaps"),
+    ("NetworkPolicy", "networkpolicies"), ("PodDisruptionBudget", "poddisruptionbudgets"),
+    ("HorizontalPodAutoscaler", "horizontalpodautoscalers"), ("Ingress", "ingresses"), ("Gateway", "gateways"),
+    ("ServiceAccount", "serviceaccounts")])
+def test_the_plural_is_the_resource_the_api_serves(kind: str, resource: str) -> None:
+    assert k8s_list.plural(kind) == resource
+
+
+def test_core_and_group_kinds_are_listed_under_their_api() -> None:
+    assert k8s_list.list_path("v1", "services", "ns") == "/api/v1/namespaces/ns/services"
+    assert k8s_list.list_path("apps/v1", "deployments", "ns") == "/apis/apps/v1/namespaces/ns/deployments"
