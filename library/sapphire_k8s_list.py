@@ -11,8 +11,8 @@ module: sapphire_k8s_list
 short_description: List several kinds of a namespace in one task, concurrently
 description:
   - Lists the objects of every kind in O(kinds) in O(namespace) that match O(label_selectors), one list request per
-    kind, concurrently over one connection pool, and returns them as one list with C(apiVersion) and C(kind) set on each (a
-    list response leaves them out of its items).
+    kind, concurrently over one connection pool, and returns them as one list with C(apiVersion) and C(kind) set on
+    each (a list response leaves them out of its items).
   - It replaces one C(kubernetes.core.k8s_info) task per kind (one module process and one API client each) where a role
     reads what a namespace holds before applying what is missing or drifted.
   - A kind the API server does not serve fails the task, naming it; a namespace that does not exist yet lists nothing.
