@@ -8,7 +8,7 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: sapphire_k8s_list
-short_description: List several kinds of a namespace in one task, concurrently
+short_description: List several kinds of a namespace, or of the cluster, in one task, concurrently
 description:
   - Lists the objects of every kind in O(kinds) in O(namespace) that match O(label_selectors), one list request per
     kind, concurrently over one connection pool, and returns them as one list with C(apiVersion) and C(kind) set on
@@ -27,9 +27,8 @@ options:
     description: Context of the kubeconfig to use.
     type: str
   namespace:
-    description: The namespace to list.
+    description: The namespace to list; omitted for cluster-scoped kinds (Node, StorageClass, PersistentVolume).
     type: str
-    required: true
   kinds:
     description:
       - The kinds to list, each C(api_version) and C(kind) (the output of the filter C(sapphire_kinds)), and optionally
@@ -85,9 +84,9 @@ def plural(kind: str) -> str:
     return lower + "s"
 
 
-def list_path(api_version: str, resource: str, namespace: str) -> str:
+def list_path(api_version: str, resource: str, namespace: str | None) -> str:
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    return f"{base}/namespaces/{namespace}/{resource}"
+    return f"{base}/namespaces/{namespace}/{resource}" if namespace else f"{base}/{resource}"
 
 
 def main() -> None:
@@ -95,7 +94,7 @@ def main() -> None:
         argument_spec={
             "kubeconfig": {"type": "path"},
             "context": {"type": "str"},
-            "namespace": {"type": "str", "required": True},
+            "namespace": {"type": "str"},
             "kinds": {"type": "list", "elements": "dict", "required": True},
             "label_selectors": {"type": "list", "elements": "str", "default": []},
             "request_timeout": {"type": "int", "default": 20},

@@ -13,7 +13,8 @@ k8s_list = load_module("sapphire_k8s_list")
     ("Deployment", "deployments"), ("Service", "services"), ("ConfigMap", "configmaps"),
     ("NetworkPolicy", "networkpolicies"), ("PodDisruptionBudget", "poddisruptionbudgets"),
     ("HorizontalPodAutoscaler", "horizontalpodautoscalers"), ("Ingress", "ingresses"), ("Gateway", "gateways"),
-    ("ServiceAccount", "serviceaccounts")])
+    ("ServiceAccount", "serviceaccounts"), ("StorageClass", "storageclasses"),
+    ("PersistentVolume", "persistentvolumes"), ("Node", "nodes")])
 def test_the_plural_is_the_resource_the_api_serves(kind: str, resource: str) -> None:
     assert k8s_list.plural(kind) == resource
 
@@ -21,3 +22,5 @@ def test_the_plural_is_the_resource_the_api_serves(kind: str, resource: str) -> 
 def test_core_and_group_kinds_are_listed_under_their_api() -> None:
     assert k8s_list.list_path("v1", "services", "ns") == "/api/v1/namespaces/ns/services"
     assert k8s_list.list_path("apps/v1", "deployments", "ns") == "/apis/apps/v1/namespaces/ns/deployments"
+    assert k8s_list.list_path("v1", "nodes", None) == "/api/v1/nodes"
+    assert k8s_list.list_path("storage.k8s.io/v1", "storageclasses", None) == "/apis/storage.k8s.io/v1/storageclasses"
