@@ -19,11 +19,11 @@ if str(REPO_ROOT / "workload") not in sys.path:
     sys.path.insert(0, str(REPO_ROOT / "workload"))
 
 
-def load_module(name: str) -> ModuleType:
-    """A library/<name>.py module, imported by path (it is not a package)."""
+def load_module(name: str, directory: str = "library") -> ModuleType:
+    """A library/<name>.py module (or a file of another plugin directory), imported by path (it is not a package)."""
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "library" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / directory / f"{name}.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -5,7 +5,6 @@ tests/integration/test_redis_host.py (drift repaired, a converged host recognise
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,13 +15,8 @@ from pathlib import Path
 from conftest import load_module
 
 fingerprint = load_module("sapphire_fingerprint")
+filters = load_module("fingerprint", "filter_plugins")
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_fingerprint_filters",
-                                               REPO_ROOT / "filter_plugins" / "fingerprint.py")
-assert _spec and _spec.loader
-filters = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_fingerprint_filters"] = filters
-_spec.loader.exec_module(filters)
 
 
 def test_a_file_is_observed_by_content_mode_and_owner(tmp_path: Path) -> None:
