@@ -11,6 +11,7 @@ What AWX gives a job, and so what this harness gives it (awx/main/tasks/jobs.py 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import os
@@ -29,6 +30,25 @@ import ansible_runner
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 NOT_IN_A_PROJECT = shutil.ignore_patterns(".git", ".venv", ".local", "__pycache__", ".pytest_cache", ".ruff_cache")
+# The jobs' private data dirs (a project copy, the vault password of the test, the events) are read lazily by the
+# tests, so they go when the process that made them exits; SAPPHIRE_KEEP_AWX_JOBS=1 keeps them for a post-mortem.
+_PRIVATE_DIRS: list[Path] = []
+
+
+def _remove_private_dirs() -> None:
+    if os.environ.get("SAPPHIRE_KEEP_AWX_JOBS") != "1":
+        for path in _PRIVATE_DIRS:
+            shutil.rmtree(path, ignore_errors=True)
+
+
+atexit.register(_remove_private_dirs)
+
+
+def private_data_dir(job_id: int) -> Path:
+    """A new private data dir for job `job_id`, removed when this process exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"sapphire-awx-job-{job_id}-"))
+    _PRIVATE_DIRS.append(path)
+    return path
 
 
 @dataclass
@@ -133,7 +153,7 @@ def run_job(playbook: str, inventory: dict[str, Any], *, job_id: int, extra_vars
             template: str = "sapphire", options: list[str] | None = None, timeout: int | None = None) -> AwxJob:
     """Run `playbook` (relative to the project) as AWX job `job_id` and return its status and events. `options` are
     the job template's other settings as AWX passes them (--check for a check job, --diff, --limit, --tags, -v)."""
-    private = Path(tempfile.mkdtemp(prefix=f"sapphire-awx-job-{job_id}-"))
+    private = private_data_dir(job_id)
     shutil.copytree(project, private / "project", ignore=NOT_IN_A_PROJECT, symlinks=True)
     (private / "inventory").mkdir()
     synced = private / "synced-inventory.json"  # what AWX's inventory sync stored (with _meta.hostvars)
