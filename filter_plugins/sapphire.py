@@ -294,6 +294,13 @@ def node_capacity(nodes: list[dict[str, Any]]) -> dict[str, float]:
     return {key: float(value) for key, value in totals.items()}
 
 
+def not_ready_nodes(nodes: list[dict[str, Any]]) -> list[str]:
+    """Filter: names of the nodes whose Ready condition is not True (a node without conditions is not Ready)."""
+    return [node.get("metadata", {}).get("name", "") for node in nodes
+            if not any(condition.get("type") == "Ready" and condition.get("status") == "True"
+                       for condition in (node.get("status", {}).get("conditions") or []))]
+
+
 def stringify(mapping: dict[str, Any]) -> dict[str, str]:
     """Filter: a mapping with every value as a string (quota and resource values)."""
     return {str(key): str(value) for key, value in (mapping or {}).items()}
@@ -729,6 +736,7 @@ class FilterModule:
             "sapphire_quota_shortfalls": quota_shortfalls,
             "sapphire_needs_table": needs_table,
             "sapphire_node_capacity": node_capacity,
+            "sapphire_not_ready_nodes": not_ready_nodes,
             "sapphire_node_fits": node_fits,
             "sapphire_free_capacity": free_capacity,
             "sapphire_capacity_rows": capacity_rows,

@@ -41,6 +41,13 @@ options:
     type: list
     elements: path
     default: []
+  large_files:
+    description:
+      - Large files (binaries) observed by type, mode, owner, size and modification time instead of a SHA-256 of their
+        content, which would cost seconds on every run.
+    type: list
+    elements: path
+    default: []
   pidfiles:
     description: Pid files of the server processes the converge runs.
     type: list
@@ -95,15 +102,17 @@ from ansible.module_utils.basic import AnsibleModule
 DPKG_STATUS = "/var/lib/dpkg/status"
 
 
-def observe_path(path: str) -> str:
-    """Type, mode, owner and content digest of one path ('missing' when absent)."""
+def observe_path(path: str, hashed: bool = True) -> str:
+    """Type, mode, owner and content digest (else size and mtime) of one path ('missing' when absent)."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
         return "missing"
     kind = "dir" if os.path.isdir(path) and not os.path.islink(path) else "link" if os.path.islink(path) else "file"
     described = f"{kind} {st.st_mode & 0o7777:o} {st.st_uid}:{st.st_gid}"
-    if kind == "file":
+    if kind == "file" and not hashed:
+        described += f" {st.st_size} bytes modified {st.st_mtime_ns}"
+    elif kind == "file":
         digest = hashlib.sha256()
         with open(path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
@@ -152,8 +161,10 @@ def installed_versions(packages: list[str], status_file: str = DPKG_STATUS) -> d
     return versions
 
 
-def observe(paths: list[str], pidfiles: list[str], packages: list[str]) -> dict[str, str]:
+def observe(paths: list[str], pidfiles: list[str], packages: list[str],
+            large_files: list[str] | None = None) -> dict[str, str]:
     observed = {f"path {path}": observe_path(path) for path in paths}
+    observed.update({f"path {path}": observe_path(path, hashed=False) for path in large_files or []})
     observed.update({f"process {pidfile}": observe_process(pidfile) for pidfile in pidfiles})
     observed.update({f"package {name}": version for name, version in installed_versions(packages).items()})
     return observed
@@ -179,6 +190,7 @@ def main() -> None:
             "path": {"type": "path", "required": True},
             "inputs_digest": {"type": "str", "required": True},
             "paths": {"type": "list", "elements": "path", "default": []},
+            "large_files": {"type": "list", "elements": "path", "default": []},
             "pidfiles": {"type": "list", "elements": "path", "default": []},
             "packages": {"type": "list", "elements": "str", "default": []},
             "record": {"type": "bool", "default": False},
@@ -187,7 +199,7 @@ def main() -> None:
         supports_check_mode=True,
     )
     params = module.params
-    observed = observe(params["paths"], params["pidfiles"], params["packages"])
+    observed = observe(params["paths"], params["pidfiles"], params["packages"], params["large_files"])
     try:
         recorded = json.loads(open(params["path"], encoding="utf-8").read())
     except (OSError, ValueError):

@@ -33,6 +33,8 @@ options:
     description:
       - The kinds to list, each C(api_version) and C(kind) (the output of the filter C(sapphire_kinds)), and optionally
         C(resource), the plural the API serves it under when it is not the kind in lower case with C(s) or C(ies).
+      - With C(name) the entry reads that one object (label selectors aside); an object that does not exist lists
+        nothing, so a role reads several single records (a pointer, a halt record) in one task too.
     type: list
     elements: dict
     required: true
@@ -89,6 +91,17 @@ def list_path(api_version: str, resource: str, namespace: str | None) -> str:
     return f"{base}/namespaces/{namespace}/{resource}" if namespace else f"{base}/{resource}"
 
 
+def object_not_found(status: int, body: Any, name: str) -> bool:
+    """Whether a 404 says the named object does not exist (a Status NotFound naming it), not an unserved kind."""
+    if status != 404:
+        return False
+    try:
+        answer = json.loads(body or b"{}")
+    except (TypeError, ValueError):  # "404 page not found": no such resource
+        return False
+    return answer.get("reason") == "NotFound" and (answer.get("details") or {}).get("name") == name
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -119,18 +132,24 @@ def main() -> None:
     query = [("labelSelector", ",".join(params["label_selectors"]))] if params["label_selectors"] else []
 
     def list_kind(item: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        api_version, kind = item.get("api_version") or "", item.get("kind") or ""
+        api_version, kind, name = item.get("api_version") or "", item.get("kind") or "", item.get("name")
         path = list_path(api_version, item.get("resource") or plural(kind), params["namespace"])
+        if name:
+            path = f"{path}/{name}"
         try:
-            response = api.call_api(path, "GET", query_params=query, auth_settings=["BearerToken"],
+            response = api.call_api(path, "GET", query_params=[] if name else query, auth_settings=["BearerToken"],
                                     header_params={"Accept": "application/json"}, _preload_content=False,
                                     _return_http_data_only=True, _request_timeout=params["request_timeout"])
-        except ApiException as exc:  # 404: the API server does not serve the kind (a missing namespace lists nothing)
-            return [], f"{kind} ({api_version}): {exc.status} {exc.reason}"
+        except ApiException as exc:
+            if name and object_not_found(exc.status, exc.body, name):
+                return [], None
+            # 404 otherwise: the API server does not serve the kind (a missing namespace lists nothing)
+            return [], f"{kind} ({api_version}){' ' + name if name else ''}: {exc.status} {exc.reason}"
         except Exception as exc:  # refused, timed out, TLS
             return [], f"{kind} ({api_version}): cannot reach the API server ({type(exc).__name__}: {exc})"
-        items = json.loads(response.data or b"{}").get("items") or []
-        return [{"apiVersion": api_version, "kind": kind, **obj} for obj in items], None
+        answer = json.loads(response.data or b"{}")
+        items = [answer] if name else answer.get("items") or []
+        return [{**obj, "apiVersion": api_version, "kind": kind} for obj in items], None
 
     kinds = params["kinds"]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(kinds)))) as pool:

@@ -69,7 +69,8 @@ def test_postgres_retention_enforce_string_forms(value: str, enforced: bool, tmp
 SWITCHES = [("cleanup.yml", "cleanup_dry_run"), ("cleanup.yml", "cleanup_include_data"), ("backup.yml", "backup_prune"),
             ("backup.yml", "backup_verify"),
             ("dr-failover.yml", "dr_force"), ("dr-failover.yml", "dr_old_region_lost"),
-            ("validate.yml", "auto_halt_on_loss"), ("restore.yml", "restore_keep_scratch")]
+            ("validate.yml", "auto_halt_on_loss"), ("restore.yml", "restore_keep_scratch"),
+            ("deploy.yml", "deploy_full_check")]
 
 
 def input_checks(playbook: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -135,6 +135,37 @@ def test_second_cluster_run_changes_nothing(local_clusters: LocalClusters) -> No
     assert result.changed == 0, result.changed_tasks()
 
 
+def test_a_converged_control_plane_is_recognised_and_a_stopped_process_restarted(
+        local_clusters: LocalClusters) -> None:
+    """The cluster play's fingerprint: a control plane nothing touched skips the process, port, binary and
+    certificate checks; one whose scheduler died converges again and gets it back."""
+    fingerprint_task = "cluster : Recognise a local control plane its last converge left as it is"
+    detail = "cluster : Find which control plane processes already run as configured"
+    first = run_playbook("playbooks/cluster.yml", limit=CLUSTER)  # records the fingerprint when none is there
+    assert first.rc == 0, first.explain()
+    result = run_playbook("playbooks/cluster.yml", limit=CLUSTER)
+    assert result.rc == 0 and result.changed == 0, result.explain()
+    assert result.task_results(fingerprint_task)[CLUSTER]["converged"] is True
+    assert not result.task_results(detail), "the detailed checks ran on a control plane nothing touched"
+
+    pidfile = local_clusters.kubeconfigs[CLUSTER].parent / "run" / "kube-scheduler.pid"
+    pid = int(pidfile.read_text().split()[0])
+    subprocess.run(["kill", str(pid)], check=True)
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    result = run_playbook("playbooks/cluster.yml", limit=CLUSTER)
+    assert result.rc == 0, result.explain()
+    reasons = result.task_results(fingerprint_task)[CLUSTER]["reasons"]
+    assert reasons == [f"process {pidfile} changed"], reasons
+    assert CLUSTER in result.task_results(detail)
+    restarted = int(pidfile.read_text().split()[0])
+    assert restarted != pid and Path(f"/proc/{restarted}").exists(), "the scheduler was not started again"
+    again = run_playbook("playbooks/cluster.yml", limit=CLUSTER)
+    assert again.rc == 0 and again.changed == 0, again.explain()
+    assert again.task_results(fingerprint_task)[CLUSTER]["converged"] is True
+
+
 def _scratch_inventory(tmp_path: Path, port_base: int, **host_vars) -> Path:
     host = {"cluster_port_base": port_base, "cluster_provider": "kwok",
             "k8s_kubeconfig": str(tmp_path / "local" / "clusters" / "scratch" / "kubeconfig"),

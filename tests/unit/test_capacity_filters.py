@@ -269,3 +269,17 @@ def test_filters_are_registered() -> None:
     registered = filters.FilterModule().filters()
     for name in ("sapphire_free_capacity", "sapphire_capacity_rows", "sapphire_capacity_table", "sapphire_node_fits"):
         assert name in registered
+
+
+def test_only_nodes_reporting_ready_true_count_as_ready() -> None:
+    """The cluster role waits for kwok only while a node is not Ready (a converged cluster skips the wait)."""
+    def node(name: str, conditions: list[dict[str, str]] | None) -> dict[str, Any]:
+        return {"metadata": {"name": name}, "status": {"conditions": conditions} if conditions is not None else {}}
+
+    nodes = [node("ready", [{"type": "MemoryPressure", "status": "False"}, {"type": "Ready", "status": "True"}]),
+             node("not-ready", [{"type": "Ready", "status": "False"}]),
+             node("unknown", [{"type": "Ready", "status": "Unknown"}]),
+             node("new", None)]
+    assert filters.not_ready_nodes(nodes) == ["not-ready", "unknown", "new"]
+    assert filters.not_ready_nodes(nodes[:1]) == []
+    assert "sapphire_not_ready_nodes" in filters.FilterModule().filters()

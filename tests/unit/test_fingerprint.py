@@ -35,6 +35,22 @@ def test_a_file_is_observed_by_content_mode_and_owner(tmp_path: Path) -> None:
     assert fingerprint.observe_path(str(tmp_path)).startswith("dir ")
 
 
+def test_a_large_file_is_observed_by_size_and_mtime_without_reading_it(tmp_path: Path) -> None:
+    """The control plane binaries (hundreds of MB) are observed without hashing them on every run."""
+    binary = tmp_path / "kube-apiserver"
+    binary.write_bytes(b"v1.31.0")
+    binary.chmod(0o755)
+    before = fingerprint.observe_path(str(binary), hashed=False)
+    assert before.startswith("file 755 ") and " 7 bytes modified " in before
+    assert fingerprint.observe_path(str(binary), hashed=False) == before
+    binary.write_bytes(b"v1.32.0")
+    os.utime(binary, ns=(time.time_ns(), time.time_ns() + 10**9))
+    assert fingerprint.observe_path(str(binary), hashed=False) != before, "a replaced binary is drift"
+    binary.unlink()
+    observed = fingerprint.observe([], [], [], large_files=[str(binary)])
+    assert observed == {f"path {binary}": "missing"}, "a deleted binary is drift"
+
+
 def test_a_restarted_or_dead_server_is_not_the_one_recorded(tmp_path: Path) -> None:
     pidfile = tmp_path / "server.pid"
     assert fingerprint.observe_process(str(pidfile)) == "no pid file"

@@ -24,3 +24,13 @@ def test_core_and_group_kinds_are_listed_under_their_api() -> None:
     assert k8s_list.list_path("apps/v1", "deployments", "ns") == "/apis/apps/v1/namespaces/ns/deployments"
     assert k8s_list.list_path("v1", "nodes", None) == "/api/v1/nodes"
     assert k8s_list.list_path("storage.k8s.io/v1", "storageclasses", None) == "/apis/storage.k8s.io/v1/storageclasses"
+
+
+def test_a_missing_named_object_lists_nothing_but_an_unserved_kind_fails() -> None:
+    """A role reads single records (the release pointer, the halt record) by name: absent is an answer, a kind the API
+    server does not serve is an error."""
+    not_found = b'{"kind":"Status","reason":"NotFound","details":{"name":"sapphire-releases","kind":"configmaps"}}'
+    assert k8s_list.object_not_found(404, not_found, "sapphire-releases")
+    assert not k8s_list.object_not_found(404, not_found, "another-name")
+    assert not k8s_list.object_not_found(404, b"404 page not found", "sapphire-releases")
+    assert not k8s_list.object_not_found(403, not_found, "sapphire-releases")

@@ -31,7 +31,7 @@ _spec.loader.exec_module(inputs)
 # The playbooks' own switches (they belong to no role yet, so no argument spec lists them).
 PLAYBOOK_BOOLEANS = {"cleanup_dry_run", "cleanup_include_data", "backup_prune", "restore_keep_scratch",
                      "auto_halt_on_loss", "resume_validate", "rollback_validate",
-                     "workload_enabled"}
+                     "workload_enabled", "deploy_full_check"}
 EXPRESSION_KEYS = {"when", "that", "changed_when", "failed_when", "until"}
 JINJA = re.compile(r"{{(.*?)}}|{%-?(.*?)-?%}", re.S)
 LITERAL = re.compile(r"'[^']*'|\"[^\"]*\"")
