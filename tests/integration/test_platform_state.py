@@ -139,6 +139,12 @@ def test_after_a_failover_every_playbook_acts_on_the_live_region_from_any_contro
     # The old region is fenced in its cluster: no route to the exchanges, the coordinator (exchange keys) at zero.
     assert regions.fence("local-primary") == {"egress": [], "coordinator": 0}
     assert regions.fence("local-dr")["egress"] == ["agents-exchange-egress", "coordinator-exchange-egress"]
+    # The count the fence kept: the coordinator's HPA (minReplicas 3) may have scaled it up from the Deployment's 1
+    # between the first read above and the fence, so the failback is held to the kept count, not to the first read.
+    kept = int(json.loads(regions.clusters.kubectl("local-primary", "-n", regions.namespace, "get", "deployment",
+                                                   "trading-coordinator", "-o", "json").stdout)
+               ["metadata"]["annotations"]["sapphire.io/fenced-replicas"])
+    assert kept >= trading["coordinator"]
     # A controller that never ran the failover: no cache.
     regions.cache_file().unlink()
 
@@ -164,8 +170,10 @@ def test_after_a_failover_every_playbook_acts_on_the_live_region_from_any_contro
 
     back = regions.run("dr-failback.yml", **CONFIRM)
     assert back.rc == 0, back.explain()
-    assert regions.fence("local-primary") == {"egress": ["agents-exchange-egress", "coordinator-exchange-egress"],
-                                              "coordinator": trading["coordinator"]}
+    restored = regions.fence("local-primary")
+    assert restored["egress"] == ["agents-exchange-egress", "coordinator-exchange-egress"]
+    # Back to the kept count; from there the HPA (minReplicas 3) owns it again and may already have raised it.
+    assert restored["coordinator"] in {kept, max(kept, 3)}, (restored, kept)
     assert regions.fence("local-dr") == {"egress": [], "coordinator": 0}
     state = regions.state("local-primary")
     assert state["live_region"] == "primary" and state["epoch"] == 2 and state["host_overrides"] == {}
