@@ -4,6 +4,7 @@ Pod Security admission, and a task count that does not grow with the ensemble.""
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -99,6 +100,23 @@ def test_bad_input_is_refused_before_anything_is_written(local_clusters: LocalCl
     assert message in " ".join(output.split()), f"{case}: message not found in output:\n{output[-3000:]}"
     assert "PLAY [Ensure the Kubernetes clusters]" not in output, f"{case}: went past the preflight"
     assert not namespace_exists(local_clusters, namespace), f"{case}: something was written"
+
+
+def test_a_host_mode_server_that_fails_to_converge_stops_the_deploy_before_the_platform(
+        local_clusters: LocalClusters) -> None:
+    """The host-mode servers converge side by side (free strategy, which does not stop the other hosts on a failure):
+    the platform play must still refuse to start while one of them failed."""
+    namespace = f"t-host-{uuid.uuid4().hex[:6]}"
+    result = run_playbook("deploy.yml", limit=f"{CLUSTER},redis-primary,redis-dr,postgres-primary", json_output=False,
+                          extra_vars={"sapphire_namespace": namespace, "workload_enabled": False,
+                                      "redis_maxmemory": "lots"})
+    output = " ".join((result.stdout + result.stderr).split())
+    assert result.rc != 0
+    assert "redis_maxmemory = 'lots' is not a Redis memory size" in output
+    named = re.search(r"The host-mode server\(s\) (.+?) did not converge", output)
+    assert named, output[-3000:]
+    assert named.group(1) == "redis-primary, redis-dr", "the PostgreSQL primary converged and is not named"
+    assert not namespace_exists(local_clusters, namespace), "the platform play ran after a failed server"
 
 
 @pytest.fixture(scope="module")
