@@ -9,7 +9,7 @@ import uuid
 from typing import Any
 
 import pytest
-from sapphire_testlib import LocalClusters, run_playbook
+from sapphire_testlib import LocalClusters, run_playbook, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
@@ -173,10 +173,23 @@ def test_check_mode_reports_the_change_and_writes_nothing(local_clusters: LocalC
     namespace, _ = deployed
 
     def versions() -> dict[str, str]:
+        """What a write would change: the generation where the kind has one (controllers keep writing the status of
+        Deployments and the coordinator's HPA, which changes resourceVersion but not generation), else the version."""
         items = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "deploy,cm,pdb,svc,hpa",
                                                   "-o", "json").stdout)["items"]
-        return {f"{i['kind']}/{i['metadata']['name']}": i["metadata"]["resourceVersion"] for i in items}
+        return {f"{i['kind']}/{i['metadata']['name']}": f"generation {i['metadata']['generation']}"
+                if "generation" in i["metadata"] else f"version {i['metadata']['resourceVersion']}" for i in items}
 
+    def hpa_settled() -> bool:
+        hpa = json.loads(local_clusters.kubectl(CLUSTER, "-n", namespace, "get", "hpa", "trading-coordinator",
+                                                "-o", "json").stdout)
+        status = hpa.get("status") or {}
+        return (status.get("currentReplicas") == status.get("desiredReplicas") == hpa["spec"]["minReplicas"]
+                and any(item["type"] == "ScalingActive" for item in status.get("conditions") or []))
+
+    # The coordinator's HPA raises the Deployment to its minReplicas and records that in its status for a while after
+    # a deploy: let it settle, so that a change seen below is the check run's doing.
+    wait_for(hpa_settled, timeout=120, what="the coordinator's HPA to settle", interval=2)
     before = versions()
     result = deploy(namespace, trading_agents=agents(replicas=3), _check=True, _diff=True)
     assert result.rc == 0, result.explain()
