@@ -4,7 +4,9 @@
 
 Everything runs on the bench's own kwok cluster (`bench`, ports 23xxx, state in
 bench/work/local) with its own host-mode Redis, PostgreSQL, Prometheus and synthetic workload,
-so the local default is never touched. Per size:
+so the local default is never touched. First the fresh deploy of the smallest size: `cluster.yml`,
+then `deploy.yml` with every host, from nothing (teardown removes the bench's state after each run),
+as `make deploy` after `make purge`; the no-op target compares with it. Then per size:
   1. deploy.yml into an empty namespace (bench-ansible-<n>), 2. deploy.yml again (must change 0),
   3. validate.yml, 4. the same objects rendered (bench/render.yml) and applied with kubectl
   into another empty namespace (bench-kubectl-<n>), waiting until every Deployment is available.
@@ -145,18 +147,26 @@ class Bench:
             hosts.chmod(0o600)
 
     def bootstrap(self) -> dict[str, Any]:
-        """The bench's servers and cluster (not part of any per-size figure)."""
+        """The fresh deploy of the first size, from nothing when the bench's state was empty: `cluster.yml`, then
+        `deploy.yml` with every host (clusters, object store, servers, platform, workload), as `make deploy` does
+        after `make purge`. Its time is the fresh deploy the no-op re-deploy is compared with."""
         first = self.sizes[0]
+        # What teardown.yml removes: the cluster's and the servers' state (the controller's state cache may stay).
+        kept = [name for name in ("clusters/bench", "redis", "postgres", "prometheus", "workload")
+                if (LOCAL_DIR / name).exists()]
+        from_nothing = not kept
         # The cluster first: every playbook reads the platform state from the clusters (playbooks/boilerplate.yml).
-        log("bootstrap: kwok cluster `bench`")
-        cluster = self.ansible("playbooks/cluster.yml", first, "bootstrap-cluster")
-        self.require(cluster, "bootstrap of the bench cluster")
-        log(f"bootstrap: cluster in {cluster['seconds']} s; host-mode Redis, PostgreSQL, Prometheus/Alertmanager")
-        servers = self.ansible("deploy.yml", first, "bootstrap-servers",
-                               ["--limit", "redis_hosts:postgres_hosts:monitoring_hosts"])
-        self.require(servers, "bootstrap of the bench servers")
-        log(f"bootstrap: servers in {servers['seconds']} s")
-        return {"servers_seconds": servers["seconds"], "cluster_seconds": cluster["seconds"]}
+        log(f"fresh deploy ({'from nothing' if from_nothing else 'NOT from nothing, kept: ' + ', '.join(kept)}): "
+            "kwok cluster `bench`")
+        cluster = self.ansible("playbooks/cluster.yml", first, "fresh-cluster")
+        self.require(cluster, "cluster.yml of the fresh deploy")
+        log(f"fresh deploy: cluster in {cluster['seconds']} s; deploy.yml of {first} agents with every host")
+        deploy = self.ansible("deploy.yml", first, "fresh-deploy")
+        self.require(deploy, "deploy.yml of the fresh deploy")
+        seconds = round(cluster["seconds"] + deploy["seconds"], 2)
+        log(f"fresh deploy: deploy.yml in {deploy['seconds']} s; {seconds} s in all")
+        return {"size": first, "from_nothing": from_nothing, "seconds": seconds,
+                "cluster_seconds": cluster["seconds"], "deploy_seconds": deploy["seconds"]}
 
     def measured_ansible(self, playbook: str, size: int, label: str) -> dict[str, Any]:
         before = self.api_requests()
@@ -466,18 +476,18 @@ def main(argv: list[str] | None = None) -> int:
     bench.prepare()
     rows: list[dict[str, Any]] = []
     try:
-        bootstrap = bench.bootstrap()
+        fresh = bench.bootstrap()
         for size in args.sizes:
             rows.append(bench.measure(size))
     finally:
         if not args.keep:
             bench.teardown()
-    evaluation = benchlib.evaluate(rows)
+    evaluation = benchlib.evaluate(rows, fresh)
     sizes_text = ",".join(map(str, args.sizes))
     results = {
         "command": ".venv/bin/python bench/run.py" + ("" if default_run else " --sizes " + sizes_text),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": described, "bootstrap": bootstrap, "rows": rows, "evaluation": evaluation,
+        "machine": described, "fresh": fresh, "rows": rows, "evaluation": evaluation,
         "results_file": relative(results_dir / "bench.json"), "plot_file": relative(results_dir / "bench.png"),
     }
     for row in rows:

@@ -170,9 +170,12 @@ def _met(evaluation: dict[str, Any]) -> dict[str, bool | None]:
     return {target["target"]: target["met"] for target in evaluation["targets"]}
 
 
+FRESH = {"size": 6, "seconds": 100.0, "from_nothing": True, "cluster_seconds": 30.0, "deploy_seconds": 70.0}
+
+
 def test_evaluate_reports_every_target_met() -> None:
     rows = [_row(6, 20, 5, 3, 4), _row(60, 25, 6, 3.5, 10), _row(300, 40, 10, 4, 45)]
-    evaluation = benchlib.evaluate(rows)
+    evaluation = benchlib.evaluate(rows, FRESH)
     assert _met(evaluation) == {"deploy_vs_kubectl": True, "deploy_growth": True, "redeploy": True,
                                 "validate_small": True, "validate_growth": True, "stop_halt_flag": True,
                                 "stop_scaled": True}
@@ -183,9 +186,26 @@ def test_evaluate_reports_every_target_met() -> None:
 def test_evaluate_reports_misses() -> None:
     rows = [_row(6, 10, 2, 6, 4, tasks=100), _row(300, 90, 40, 20, 30, tasks=120, changed=1, healthy=False,
                                                    stop=(1.5, 9.0))]
-    met = _met(benchlib.evaluate(rows))
+    met = _met(benchlib.evaluate(rows, {**FRESH, "seconds": 5.0}))
     assert met == {"deploy_vs_kubectl": False, "deploy_growth": False, "redeploy": False,
                    "validate_small": False, "validate_growth": False, "stop_halt_flag": False, "stop_scaled": False}
+
+
+def test_the_no_op_is_compared_with_the_fresh_deploy_from_nothing_not_the_deploy_into_a_namespace() -> None:
+    # The deploy into an empty namespace (20 s) costs little more than the no-op (15 s): 0.75 of it. The fresh deploy
+    # from nothing (cluster, servers, platform: 100 s) is the one the target names.
+    rows = [_row(6, 20, 15, 3, 4)]
+    evaluation = benchlib.evaluate(rows, FRESH)
+    target = next(item for item in evaluation["targets"] if item["target"] == "redeploy")
+    assert target["observed"] == pytest.approx(0.15) and target["met"] is True
+    assert rows[0]["ratios"]["redeploy_vs_deploy"] == pytest.approx(0.75)
+    assert _met(benchlib.evaluate([_row(6, 20, 40, 3, 4)], FRESH))["redeploy"] is False
+    assert _met(benchlib.evaluate([_row(6, 20, 15, 3, 4, changed=2)], FRESH))["redeploy"] is False
+
+
+def test_a_fresh_deploy_that_was_not_from_nothing_leaves_the_no_op_target_open() -> None:
+    assert _met(benchlib.evaluate([_row(6, 20, 5, 3, 4)], {**FRESH, "from_nothing": False}))["redeploy"] is None
+    assert _met(benchlib.evaluate([_row(6, 20, 5, 3, 4)]))["redeploy"] is None
 
 
 def test_a_run_without_the_stop_measured_leaves_its_targets_open() -> None:
@@ -209,7 +229,7 @@ def _results() -> dict[str, Any]:
     return {"command": ".venv/bin/python bench/run.py", "date": "2026-01-01 00:00 UTC",
             "machine": {"cpu_model": "Test CPU", "nproc": 2, "memory_gib": 23.5,
                         "versions": {"ansible_core": "2.19.14", "kubernetes_core": "6.2.0", "kubectl": "v1.34.4"}},
-            "rows": rows, "evaluation": benchlib.evaluate(rows),
+            "fresh": FRESH, "rows": rows, "evaluation": benchlib.evaluate(rows, FRESH),
             "results_file": "bench/results/bench.json", "plot_file": "bench/results/bench.png"}
 
 
@@ -221,6 +241,8 @@ def test_markdown_table_has_a_row_per_size_and_the_command() -> None:
     rows = [line for line in first_table.splitlines() if re.match(r"^\| \d+ \|", line)]
     assert [line.split("|")[1].strip() for line in rows] == ["6", "300"]
     assert "| 0.89 |" in rows[1]  # deploy / kubectl at 300
+    assert "| 0.25 |" in rows[1]  # re-deploy / deploy at 300
+    assert "Fresh deploy of 6 agents (from nothing: no bench cluster, server or state before it): 100.0 s" in block
 
 
 def test_replace_between_markers_keeps_the_rest_of_the_readme() -> None:
