@@ -91,7 +91,7 @@ import importlib.util
 import json
 import time
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -112,6 +112,8 @@ HALT_KEY = "sapphire:halt"
 HALTED_ANNOTATION = "sapphire.io/halted-replicas"
 RECORD = "sapphire-emergency-stop"
 EGRESS = "agents-exchange-egress"
+# Seconds the halt flag gets before the Kubernetes steps start (they start at once when it is set sooner).
+FLAG_HEAD_START = 0.5
 PART_OF = "app.kubernetes.io/part-of=sapphire"
 
 
@@ -366,6 +368,11 @@ class Stop:
         with ThreadPoolExecutor(max_workers=32) as pool:
             halting = pool.submit(self.halt_flag, pool) if self.params["set_flag"] and self.params["redis_targets"] \
                 else None
+            if halting is not None:
+                # The flag first: importing the Kubernetes client holds the interpreter for a few hundred milliseconds
+                # and would slow the SET it races with. A Redis that does not answer delays the scale-down by
+                # FLAG_HEAD_START at most.
+                wait([halting], timeout=FLAG_HEAD_START)
             found = self.kubernetes(pool)
             if halting is not None:
                 halting.result()

@@ -57,3 +57,45 @@ def test_without_a_redis_endpoint_the_halt_flag_step_fails_naming_the_variable(m
     assert all(steps[name]["status"] == "failed" for name in ("halt-record", "scale", "egress")), steps
     assert "cannot reach the API server" in steps["scale"]["msg"]
     assert result["seconds"] == {"halt_flag": None, "scale_requested": None} and not result["changed"]
+
+
+class _Module:
+    check_mode = False
+
+    def __init__(self) -> None:
+        self.params = {"namespace": "ns", "set_flag": True, "redis_targets": [{"host": "127.0.0.1", "port": 1}],
+                       "record": {"reason": "test"}, "timeout": 2}
+
+
+def _timed_stop(flag_seconds: float, monkeypatch: Any) -> tuple[Any, list[tuple[str, float]]]:
+    import threading
+    import time
+
+    events: list[tuple[str, float]] = []
+    started = time.monotonic()
+    release = threading.Event()
+
+    def halt_flag(self: Any, pool: Any) -> None:
+        release.wait(flag_seconds)
+        events.append(("flag", time.monotonic() - started))
+
+    def kubernetes(self: Any, pool: Any) -> dict[str, Any]:
+        events.append(("kubernetes", time.monotonic() - started))
+        return {}
+
+    monkeypatch.setattr(stop.Stop, "halt_flag", halt_flag)
+    monkeypatch.setattr(stop.Stop, "kubernetes", kubernetes)
+    return stop.Stop(_Module()), events
+
+
+def test_the_halt_flag_goes_out_before_the_kubernetes_steps_start(monkeypatch: Any) -> None:
+    runner, events = _timed_stop(0.05, monkeypatch)
+    runner.run()
+    assert [name for name, _ in events] == ["flag", "kubernetes"]
+
+
+def test_a_redis_that_does_not_answer_delays_the_scale_down_by_the_head_start_at_most(monkeypatch: Any) -> None:
+    runner, events = _timed_stop(stop.FLAG_HEAD_START + 1.0, monkeypatch)
+    runner.run()
+    assert [name for name, _ in events] == ["kubernetes", "flag"]
+    assert dict(events)["kubernetes"] < stop.FLAG_HEAD_START + 0.5

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +316,35 @@ def test_health_fails_while_the_epoch_fence_refuses_the_rounds(tmp_path: Path,
     workload.loop()
     code, body = workload.health()
     assert (code, body["status"], body["components"]["epoch"]["status"]) == (200, "ok", "ok")
+
+
+def test_liveness_answers_while_readiness_fails_on_a_dependency(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # A database outage fails /health (readiness: no traffic) but not /livez (liveness: no restart storm).
+    from http.server import ThreadingHTTPServer
+    from urllib.error import HTTPError
+    from urllib.request import urlopen
+
+    from sapphire_workload.cli import make_handler
+
+    agents = tmp_path / "agents.json"
+    agents.write_text(json.dumps([{"name": "momentum", "replicas": 1}]), encoding="utf-8")
+    monkeypatch.delenv("SAPPHIRE_POSTGRES_DSN", raising=False)
+    workload = Workload(parse_args(["--agents", str(agents), "--epoch", "3"]))
+    redis = FakeRedis(epoch="2")
+    redis.close = workload.stop.set
+    monkeypatch.setattr(workload, "redis", lambda: redis)
+    workload.loop()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(workload))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.raises(HTTPError) as failed:
+            urlopen(base + "/health", timeout=5)  # noqa: S310 - a loopback test server
+        assert failed.value.code == 500
+        with urlopen(base + "/livez", timeout=5) as alive:  # noqa: S310
+            assert (alive.status, json.loads(alive.read())) == (200, {"status": "alive"})
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -39,7 +39,9 @@ epoch fence:
 
 endpoints:
   GET  /health        {"status": "ok|degraded|fail", "components": {...}}; 200, or 500 when failing
-                      (component "epoch" fails while the epoch fence refuses the rounds)
+                      (component "epoch" fails while the epoch fence refuses the rounds): readiness
+  GET  /livez         {"status": "alive"}, 200 while the process serves requests, whatever its
+                      dependencies do: liveness (a database outage must not restart the coordinator)
   GET  /metrics       Prometheus text format
   POST /admin/fault   loopback clients only; body {"health_status": 500} forces /health to fail,
                       {} clears it (the --fault-file, when given, is read on every request too)
@@ -247,6 +249,9 @@ def make_handler(workload: Workload) -> type[BaseHTTPRequestHandler]:
             if path in ("/health", "/healthz", "/ready"):
                 code, body = workload.health()
                 self._send(code, json.dumps(body), "application/json")
+            elif path == "/livez":
+                code = 200
+                self._send(code, json.dumps({"status": "alive"}), "application/json")
             elif path == "/metrics":
                 code = 200
                 self._record(path, code, started)
