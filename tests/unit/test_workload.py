@@ -292,8 +292,8 @@ def test_cli_rejects_an_epoch_below_zero(argv: list[str], env: str | None, monke
     assert "whole number >= 0" in capsys.readouterr().err
 
 
-def test_health_fails_while_the_epoch_fence_refuses_the_rounds(tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def fenced_workload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Workload, FakeRedis]:
+    """A workload at epoch 3 whose Redis is at epoch 2: the fence refuses its rounds."""
     agents = tmp_path / "agents.json"
     agents.write_text(json.dumps([{"name": "momentum", "replicas": 1}]), encoding="utf-8")
     monkeypatch.delenv("SAPPHIRE_POSTGRES_DSN", raising=False)
@@ -301,7 +301,12 @@ def test_health_fails_while_the_epoch_fence_refuses_the_rounds(tmp_path: Path,
     redis = FakeRedis(epoch="2")
     redis.close = workload.stop.set  # one round per loop() call
     monkeypatch.setattr(workload, "redis", lambda: redis)
+    return workload, redis
 
+
+def test_health_fails_while_the_epoch_fence_refuses_the_rounds(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    workload, redis = fenced_workload(tmp_path, monkeypatch)
     workload.loop()  # the writer thread's loop survives the refusal
     code, body = workload.health()
     assert (code, body["status"]) == (500, "fail")
@@ -327,13 +332,7 @@ def test_liveness_answers_while_readiness_fails_on_a_dependency(tmp_path: Path,
 
     from sapphire_workload.cli import make_handler
 
-    agents = tmp_path / "agents.json"
-    agents.write_text(json.dumps([{"name": "momentum", "replicas": 1}]), encoding="utf-8")
-    monkeypatch.delenv("SAPPHIRE_POSTGRES_DSN", raising=False)
-    workload = Workload(parse_args(["--agents", str(agents), "--epoch", "3"]))
-    redis = FakeRedis(epoch="2")
-    redis.close = workload.stop.set
-    monkeypatch.setattr(workload, "redis", lambda: redis)
+    workload, _ = fenced_workload(tmp_path, monkeypatch)
     workload.loop()
     server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(workload))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
