@@ -15,7 +15,7 @@ The semantics are those of the API reference and the NetworkPolicy concept page:
 
 Endpoints are dicts: a pod {"namespace": ..., "labels": {...}, "ports": {"http": 8000}} or an address outside the
 cluster {"ip": "203.0.113.7"}. Filters: sapphire_netpol_allowed (one connection), sapphire_netpol_matrix (each
-connection of a list, with its verdict).
+connection of a list, with its verdict), sapphire_ip_blocks (the ipBlock peers the namespace role renders).
 """
 
 from __future__ import annotations
@@ -150,6 +150,29 @@ def matrix(policies: list[dict[str, Any]], connections: list[dict[str, Any]],
                                item.get("protocol", "TCP"), namespaces)} for item in connections]
 
 
+def ip_blocks(cidrs: list[str], excepted: list[str] | None = None, variable: str = "cidrs",
+              except_variable: str = "except") -> list[dict[str, Any]]:
+    """NetworkPolicy peers {ipBlock: {cidr, except}} for a list of CIDRs. Each block keeps only the excepted ranges
+    inside it (the API server refuses an except outside its cidr, so 0.0.0.0/0 minus the private networks works and
+    203.0.113.0/24 gets none). A value that is not a CIDR raises an error that names its variable."""
+    def network(value: Any, name: str) -> Any:
+        try:
+            return ipaddress.ip_network(str(value), strict=False)
+        except ValueError as exc:
+            raise AnsibleFilterError(f"{name}: {value!r} is not a CIDR (for example 203.0.113.0/24): {exc}") from exc
+
+    if not isinstance(cidrs, list) or not isinstance(excepted or [], list):
+        raise AnsibleFilterError(f"{variable} and {except_variable} must be lists of CIDRs")
+    excluded = [network(value, except_variable) for value in excepted or []]
+    blocks = []
+    for value in cidrs:
+        block = network(value, variable)
+        inside = [str(item) for item in excluded
+                  if item.version == block.version and item != block and item.subnet_of(block)]
+        blocks.append({"ipBlock": {"cidr": str(block), **({"except": inside} if inside else {})}})
+    return blocks
+
+
 def policies_of(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The NetworkPolicies of a list of objects (e.g. the namespace role's rendered list)."""
     return [item for item in objects if item.get("kind") == KIND]
@@ -162,4 +185,5 @@ class FilterModule:
                 allowed(policies_of(policies), source, destination, port, protocol, namespaces),
             "sapphire_netpol_matrix": lambda policies, connections, namespaces=None:
                 matrix(policies_of(policies), connections, namespaces),
+            "sapphire_ip_blocks": ip_blocks,
         }

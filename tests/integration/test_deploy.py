@@ -61,6 +61,8 @@ BAD_INPUT = [
     ("quota too small", {"namespace_quota": {"requests.cpu": "2", "requests.memory": "4Gi"}},
      "namespace_quota is smaller than what the platform needs"),
     ("no accelerator nodes", {"cluster_node_pools_without_tpu": True}, "Tier 'accelerated' needs 4 google.com/tpu"),
+    ("network policy range not a CIDR", {"namespace_api_ingress_cidrs": ["10.0.0.0/33"]},
+     "namespace_api_ingress_cidrs: '10.0.0.0/33' is not a CIDR"),
 ]
 
 

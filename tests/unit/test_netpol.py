@@ -162,3 +162,30 @@ def test_the_matrix_filter_reads_the_policies_out_of_a_rendered_list() -> None:
         {"name": "frontend to db", "source": pod("default", role="frontend"), "destination": DB, "port": 6379},
         {"name": "db to the internet", "source": DB, "destination": outside("8.8.8.8"), "port": 443}])
     assert [(row["name"], row["allowed"]) for row in rows] == [("frontend to db", True), ("db to the internet", False)]
+
+
+def test_ip_blocks_keep_only_the_excepted_ranges_inside_each_block() -> None:
+    # The API server refuses an except outside its cidr: 0.0.0.0/0 keeps the private networks out, a public range
+    # gets no except at all.
+    private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+    assert netpol.ip_blocks(["0.0.0.0/0", "203.0.113.0/24", "10.1.0.0/16"], private) == [
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": private}},
+        {"ipBlock": {"cidr": "203.0.113.0/24"}},
+        {"ipBlock": {"cidr": "10.1.0.0/16"}}]  # inside 10.0.0.0/8, not the other way round
+    assert netpol.ip_blocks(["10.0.0.0/8"], ["10.0.0.0/8", "10.9.0.0/16"]) == [
+        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.9.0.0/16"]}}]  # not the block itself
+    assert netpol.ip_blocks(["2001:db8::/32"], private) == [{"ipBlock": {"cidr": "2001:db8::/32"}}]
+    assert netpol.ip_blocks([]) == []
+
+
+@pytest.mark.parametrize(("cidrs", "excepted", "named"), [
+    (["10.0.0.0/33"], [], "namespace_api_ingress_cidrs"),
+    (["exchange.example.com"], [], "namespace_api_ingress_cidrs"),
+    (["0.0.0.0/0"], ["not-a-range"], "namespace_exchange_egress_except"),
+])
+def test_a_value_that_is_not_a_cidr_is_refused_naming_its_variable(cidrs: list[str], excepted: list[str],
+                                                                   named: str) -> None:
+    from ansible.errors import AnsibleFilterError
+
+    with pytest.raises(AnsibleFilterError, match=f"^{named}: .* is not a CIDR"):
+        netpol.ip_blocks(cidrs, excepted, "namespace_api_ingress_cidrs", "namespace_exchange_egress_except")

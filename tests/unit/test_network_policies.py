@@ -115,6 +115,11 @@ def test_declared_sources_and_destinations_are_admitted_and_nothing_else(tmp_pat
                 "namespace_external_data_cidrs": ["10.20.0.0/24"], "namespace_kube_api_cidrs": ["10.96.0.1/32"],
                 "namespace_alert_egress_cidrs": ["149.154.160.0/20"]}
     objects = render(tmp_path, "inventories/local", "local-primary", declared)
+    # The API server refuses an except outside its cidr: only 0.0.0.0/0 carries the private networks.
+    exchange = next(item for item in objects if item["metadata"]["name"] == "agents-exchange-egress")
+    assert exchange["spec"]["egress"][0]["to"] == [
+        {"ipBlock": {"cidr": "203.0.113.0/24"}},
+        {"ipBlock": {"cidr": "0.0.0.0/0", "except": ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]}}]
     cases = [*INSIDE,
         ("the operators' network -> coordinator API", address("198.51.100.7"), COORDINATOR, 8000, "TCP", True),
         ("a pod of ops -> coordinator API", component("console", "ops"), COORDINATOR, 8000, "TCP", True),
@@ -124,6 +129,7 @@ def test_declared_sources_and_destinations_are_admitted_and_nothing_else(tmp_pat
         ("the office -> grafana", address("10.1.2.3"), GRAFANA, 3000, "TCP", True),
         ("the internet -> grafana", INTERNET, GRAFANA, 3000, "TCP", False),
         ("agent -> an exchange", AGENT, address("203.0.113.10"), 443, "TCP", True),
+        ("agent -> an exchange on 80", AGENT, address("203.0.113.10"), 80, "TCP", False),
         ("coordinator -> an exchange", COORDINATOR, address("203.0.113.10"), 443, "TCP", True),
         # 0.0.0.0/0 minus the private ranges: a private address stays out of reach.
         ("agent -> a private address on 443", AGENT, address("10.20.0.5"), 443, "TCP", False),
