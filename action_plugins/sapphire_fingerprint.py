@@ -1,0 +1,17 @@
+# -*- coding: utf-8 -*-
+# Copyright: sapphire-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""sapphire_fingerprint run inside the worker when it runs on the controller (see sapphire_direct.py)."""
+
+from __future__ import annotations
+
+import sys
+
+from ansible.plugins.loader import action_loader
+
+DirectModule = action_loader.get("sapphire_direct", class_only=True)
+sapphire_direct = sys.modules[DirectModule.__module__]
+
+
+class ActionModule(DirectModule):
+    """library/sapphire_fingerprint.py in the worker, or as a module where that would change where it runs."""
