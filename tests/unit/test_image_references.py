@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_input_filters", REPO_ROOT / "filter_plugins" / "inputs.py")
-assert _spec and _spec.loader
-inputs = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_input_filters"] = inputs
-_spec.loader.exec_module(inputs)
+inputs = load_module("inputs", "filter_plugins")
 problems = inputs.image_problems
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_lifecycle_filters",
-                                               REPO_ROOT / "filter_plugins" / "lifecycle.py")
-assert _spec and _spec.loader
-lifecycle = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_lifecycle_filters"] = lifecycle
-_spec.loader.exec_module(lifecycle)
+lifecycle = load_module("lifecycle", "filter_plugins")
 
 NOW = 1_800_000_000.0
 OURS = {"app.kubernetes.io/managed-by": "sapphire-ops", "app.kubernetes.io/part-of": "sapphire"}

@@ -9,9 +9,7 @@ string forms and refuse nonsense naming the variable (filter sapphire_bool).
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,14 +17,11 @@ from typing import Any
 import pytest
 import yaml
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 from sapphire_testlib import yaml_strings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_input_filters", REPO_ROOT / "filter_plugins" / "inputs.py")
-assert _spec and _spec.loader
-inputs = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_input_filters"] = inputs
-_spec.loader.exec_module(inputs)
+inputs = load_module("inputs", "filter_plugins")
 
 # The playbooks' own switches (they belong to no role yet, so no argument spec lists them).
 PLAYBOOK_BOOLEANS = {"cleanup_dry_run", "cleanup_include_data", "backup_prune", "restore_keep_scratch",

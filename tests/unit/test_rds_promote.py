@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+from conftest import load_module
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_rds_promote",
-                                               REPO_ROOT / "library" / "sapphire_rds_promote.py")
-assert _spec and _spec.loader
-module = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_rds_promote"] = module
-_spec.loader.exec_module(module)
+module = load_module("sapphire_rds_promote")
 
 ARN = "arn:aws:rds:us-east-1:123456789012:db:sapphire-east"
 

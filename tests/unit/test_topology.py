@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_topology_filters",
-                                               REPO_ROOT / "filter_plugins" / "topology.py")
-assert _spec and _spec.loader
-topo_mod = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_topology_filters"] = topo_mod
-_spec.loader.exec_module(topo_mod)
+topo_mod = load_module("topology", "filter_plugins")
 
 LOCAL = {"ansible_connection": "local"}
 CLUSTERS = [{"inventory_hostname": "local-primary", "sapphire_region": "primary"},

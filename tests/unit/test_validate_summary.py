@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_report_filters", REPO_ROOT / "filter_plugins" / "report.py")
-assert _spec and _spec.loader
-report_filters = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_report_filters"] = report_filters
-_spec.loader.exec_module(report_filters)
+report_filters = load_module("report", "filter_plugins")
 summary = report_filters.validate_summary
 
 
