@@ -290,8 +290,8 @@ def main() -> None:
 
     if running and same_command and params["state"] == "reloaded":
         # SIGHUP: the server re-reads its configuration and keeps running (Prometheus and Alertmanager do), so no
-        # admin endpoint (--web.enable-lifecycle) has to be open for it. A server that is not running, or runs another command,
-        # is started or restarted below instead.
+        # admin endpoint (--web.enable-lifecycle) has to be open for it. A server that is not running, or runs
+        # another command, is started or restarted below instead.
         result.update(changed=True, action="reloaded", pid=pid, running=True)
         if not module.check_mode:
             os.kill(pid, signal.SIGHUP)
