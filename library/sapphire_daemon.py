@@ -47,9 +47,12 @@ options:
     description: Run the process as this user (the module must run as root to switch).
     type: str
   state:
-    description: Whether the process should be running.
+    description:
+      - Whether the process should be running.
+      - C(reloaded) sends SIGHUP to the running process (it re-reads its configuration and keeps its pid); a process
+        that is not running, or runs another command, is started or restarted instead.
     type: str
-    choices: [started, stopped, restarted]
+    choices: [started, stopped, restarted, reloaded]
     default: started
   wait_for_port:
     description: After starting, wait until this TCP port on O(wait_host) accepts connections.
@@ -248,13 +251,14 @@ def main() -> None:
             chdir=dict(type="path"),
             environment=dict(type="dict", default={}),
             user=dict(type="str"),
-            state=dict(type="str", default="started", choices=["started", "stopped", "restarted"]),
+            state=dict(type="str", default="started", choices=["started", "stopped", "restarted", "reloaded"]),
             wait_for_port=dict(type="int"),
             wait_host=dict(type="str", default="127.0.0.1"),
             wait_timeout=dict(type="int", default=60),
             stop_timeout=dict(type="int", default=20),
         ),
-        required_if=[("state", "started", ["command"]), ("state", "restarted", ["command"])],
+        required_if=[("state", "started", ["command"]), ("state", "restarted", ["command"]),
+                     ("state", "reloaded", ["command"])],
         supports_check_mode=True,
     )
     params = module.params
@@ -282,6 +286,15 @@ def main() -> None:
 
     if running and same_command and params["state"] == "started":
         result.update(pid=pid, running=True)
+        module.exit_json(**result)
+
+    if running and same_command and params["state"] == "reloaded":
+        # SIGHUP: the server re-reads its configuration and keeps running (Prometheus and Alertmanager do), so no
+        # admin endpoint (--web.enable-lifecycle) has to be open for it. A server that is not running, or runs
+        # another command, is started or restarted below instead.
+        result.update(changed=True, action="reloaded", pid=pid, running=True)
+        if not module.check_mode:
+            os.kill(pid, signal.SIGHUP)
         module.exit_json(**result)
 
     result.update(changed=True, action="restarted" if running else "started")

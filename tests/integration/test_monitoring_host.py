@@ -233,6 +233,9 @@ def test_threshold_change_is_rendered_checked_and_reloaded(deployment: Deploymen
 
     assert wait_for(lambda: "-2500" in loss_query(), timeout=30), loss_query()
     assert (deployment.base / "run" / "prometheus.pid").read_text().strip() == pid_before, "reload, not restart"
+    # reloaded by SIGHUP: the lifecycle API, which would let anyone who reaches the port stop Prometheus, is closed
+    quit_request = requests.post(deployment.prometheus + "/-/quit", timeout=10)
+    assert quit_request.status_code == 403, (quit_request.status_code, quit_request.text)
 
 
 def test_a_busy_prometheus_port_is_refused_before_anything_is_written(tmp_path: Path, playbook_runner: Any) -> None:

@@ -97,6 +97,8 @@ def test_prometheus_keeps_30_days_on_50gi_and_discovers_the_namespace(rendered: 
     prometheus = by_kind(rendered, "StatefulSet")["prometheus"]
     pod = prometheus["spec"]["template"]["spec"]
     assert "--storage.tsdb.retention.time=30d" in pod["containers"][0]["args"]
+    # no lifecycle API (/-/quit would let anyone who reaches the pod stop it): a new configuration rolls the pod
+    assert "--web.enable-lifecycle" not in pod["containers"][0]["args"]
     assert prometheus["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "50Gi"
     assert pod["serviceAccountName"] == "prometheus"
     assert pod["automountServiceAccountToken"] is True
