@@ -3,13 +3,17 @@ Pod Security admission, and a task count that does not grow with the ensemble.""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+import threading
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sapphire_testlib import LocalClusters, run_playbook, wait_for
+from sapphire_testlib import REPO_ROOT, LocalClusters, run_playbook, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
@@ -226,3 +230,42 @@ def test_task_count_does_not_grow_with_the_ensemble(local_clusters: LocalCluster
 
     small = [agent for agent in SEED_AGENTS if agent["tier"] != "accelerated"]
     assert task_count(small) == task_count(big)
+
+
+def test_a_full_converge_waits_for_the_wal_archivers_lock_instead_of_failing(local_clusters: LocalClusters) -> None:
+    """pgBackRest's asynchronous archive-push holds the stanza's archive lock while it ships WAL. A converge of the
+    primary that ran stanza-create in that moment failed the deploy (rc 50, "unable to acquire lock"). Here the lock is
+    held until stanza-create has been refused once, then let go: the converge must go on and succeed."""
+    ready = run_playbook("deploy.yml", limit="backup-store-local,postgres-primary", json_output=False)
+    assert ready.rc == 0, (ready.stdout + ready.stderr)[-3000:]
+    instance = REPO_ROOT / ".local" / "postgres" / "postgres-primary"
+    lock_dir, log = instance / "pgbackrest" / "lock", instance / "log" / "sapphire-stanza-create.log"
+    attempts_before = log.read_text().count("stanza-create command begin") if log.exists() else 0
+    lock_path = lock_dir / "sapphire-archive.lock"
+    owner = lock_dir.stat()
+    handle = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o640)
+    os.fchown(handle, owner.st_uid, owner.st_gid)
+    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    refused = threading.Event()
+
+    def release_after_the_first_refusal() -> None:
+        def attempts() -> int:
+            return log.read_text().count("stanza-create command begin") if log.exists() else 0
+
+        try:
+            wait_for(lambda: attempts() > attempts_before, timeout=600, what="a stanza-create attempt")
+            refused.set()
+        finally:
+            Path(lock_path).unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            os.close(handle)
+
+    releaser = threading.Thread(target=release_after_the_first_refusal, daemon=True)
+    releaser.start()
+    result = run_playbook("deploy.yml", limit="postgres-primary", json_output=False,
+                          extra_vars={"deploy_full_check": True})
+    releaser.join(timeout=30)
+    output = " ".join((result.stdout + result.stderr).split())
+    assert refused.is_set(), "stanza-create did not run while the lock was held"
+    assert result.rc == 0, output[-3000:]
+    assert "FAILED - RETRYING: [postgres-primary]: Ensure the pgBackRest stanza exists" in output, output[-3000:]
