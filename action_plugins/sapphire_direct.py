@@ -108,12 +108,21 @@ class ActionModule(NormalModule):
         result.update(self._run_here(task_vars or {}))
         return result
 
-    def _load(self) -> Any:
+    def run_module(self, name: str, args: dict[str, Any], task_vars: dict[str, Any]) -> dict[str, Any]:
+        """Another of the toolkit's modules for an action that composes several: run here where the task may run
+        here, as a module otherwise."""
+        reason = self._direct_reason_not(task_vars)
+        if reason:
+            display.vvvv(f"sapphire_direct: {name} runs as a module: {reason}")
+            return self._execute_module(module_name=name, module_args=args, task_vars=task_vars)
+        return self._run_here(task_vars, name, args)
+
+    def _load(self, name: str) -> Any:
         context = self._shared_loader_obj.module_loader.find_plugin_with_context(
-            self._task.action, collection_list=self._task.collections
+            name, collection_list=self._task.collections
         )
         if not context.resolved:
-            raise ModuleNotFoundError(f"module {self._task.action} not found")
+            raise ModuleNotFoundError(f"module {name} not found")
         _module_utils_importable()
         name = "sapphire_direct_" + context.plugin_resolved_name.replace(".", "_")
         spec = importlib.util.spec_from_file_location(name, context.plugin_resolved_path)
@@ -122,10 +131,12 @@ class ActionModule(NormalModule):
         spec.loader.exec_module(module)
         return module
 
-    def _run_here(self, task_vars: dict[str, Any]) -> dict[str, Any]:
-        module = self._load()
-        args = copy.deepcopy(self._task.args)
-        self._update_module_args(self._task.action, args, task_vars)  # the _ansible_* options a module is given
+    def _run_here(self, task_vars: dict[str, Any], name: str | None = None,
+                  module_args: dict[str, Any] | None = None) -> dict[str, Any]:
+        name = name or self._task.action
+        module = self._load(name)
+        args = copy.deepcopy(self._task.args if module_args is None else module_args)
+        self._update_module_args(name, args, task_vars)  # the _ansible_* options a module is given
         # As a module receives them (ansible.module_utils.testing.patch_module_args does the same for tests): the
         # arguments serialized by the controller's encoder, read by AnsibleModule (and by any module_utils that makes
         # one) from basic._ANSIBLE_ARGS; the result recorded instead of printed. A worker runs one task, and these

@@ -35,11 +35,18 @@ options:
         C(resource), the plural the API serves it under when it is not the kind in lower case with C(s) or C(ies).
       - With C(name) the entry reads that one object (label selectors aside); an object that does not exist lists
         nothing, so a role reads several single records (a pointer, a halt record) in one task too.
+      - With C(namespace) the entry is read in that namespace instead of O(namespace); an empty C(namespace) reads a
+        cluster-scoped kind (a Namespace, a PriorityClass) in the same task as namespaced ones.
     type: list
     elements: dict
     required: true
   label_selectors:
     description: Label selectors, all of which an object must match.
+    type: list
+    elements: str
+    default: []
+  field_selectors:
+    description: Field selectors (C(spec.nodeName!=)), all of which an object must match.
     type: list
     elements: str
     default: []
@@ -110,6 +117,7 @@ def main() -> None:
             "namespace": {"type": "str"},
             "kinds": {"type": "list", "elements": "dict", "required": True},
             "label_selectors": {"type": "list", "elements": "str", "default": []},
+            "field_selectors": {"type": "list", "elements": "str", "default": []},
             "request_timeout": {"type": "int", "default": 20},
         },
         supports_check_mode=True,
@@ -129,11 +137,14 @@ def main() -> None:
         module.fail_json(msg=f"cannot load the kubeconfig: {exc}")
     configuration.connection_pool_maxsize = 16
     api = client.ApiClient(configuration)
-    query = [("labelSelector", ",".join(params["label_selectors"]))] if params["label_selectors"] else []
+    query = [(name, ",".join(params[option])) for name, option in (("labelSelector", "label_selectors"),
+                                                                    ("fieldSelector", "field_selectors"))
+             if params[option]]
 
     def list_kind(item: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         api_version, kind, name = item.get("api_version") or "", item.get("kind") or "", item.get("name")
-        path = list_path(api_version, item.get("resource") or plural(kind), params["namespace"])
+        namespace = item["namespace"] if "namespace" in item else params["namespace"]
+        path = list_path(api_version, item.get("resource") or plural(kind), namespace or None)
         if name:
             path = f"{path}/{name}"
         try:

@@ -4,6 +4,7 @@ Pod Security admission, and a task count that does not grow with the ensemble.""
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -146,6 +147,38 @@ def test_second_deploy_changes_nothing(deployed) -> None:
     second = deploy(namespace)
     assert second.rc == 0, second.explain()
     assert second.changed == 0, second.changed_tasks()
+
+
+NAMESPACE_APPLY = "namespace : Apply the namespace, quota, limits, network policies, accounts and priority classes that drifted"
+
+
+@pytest.mark.slow
+def test_a_deploy_writes_only_the_objects_that_drifted_and_puts_them_back(local_clusters: LocalClusters,
+                                                                           deployed) -> None:
+    """The namespace's objects are read and compared before any write: a converged namespace gets no apply at all,
+    and a deleted quota, an opened network policy and a changed Secret are put back, and only they are applied."""
+    namespace, _ = deployed
+    kubectl = functools.partial(local_clusters.kubectl, CLUSTER, "-n", namespace)
+    quiet = deploy(namespace)
+    assert quiet.rc == 0, quiet.explain()
+    assert quiet.task_results(NAMESPACE_APPLY)[CLUSTER]["drifted"] == []
+
+    kubectl("delete", "resourcequota", "production-trading-quota")
+    kubectl("patch", "networkpolicy", "default-deny", "--type=json",
+            "-p", '[{"op": "replace", "path": "/spec/policyTypes", "value": ["Ingress"]}]')
+    kubectl("patch", "secret", "redis-credentials", "--type=merge", "-p", '{"data": {"password": "Y2hhbmdlZA=="}}')
+    repaired = deploy(namespace)
+    assert repaired.rc == 0, repaired.explain()
+    assert repaired.task_results(NAMESPACE_APPLY)[CLUSTER]["drifted"] == [
+        f"ResourceQuota/{namespace}/production-trading-quota", f"NetworkPolicy/{namespace}/default-deny"]
+    assert "namespace : Apply the platform Secrets that drifted (server-side, no last-applied annotation, no output)" \
+        in repaired.changed_tasks()
+    policy = json.loads(kubectl("get", "networkpolicy", "default-deny", "-o", "json").stdout)
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert kubectl("get", "resourcequota", "production-trading-quota", check=False).returncode == 0
+    secret = json.loads(kubectl("get", "secret", "redis-credentials", "-o", "json").stdout)
+    assert secret["data"]["password"] != "Y2hhbmdlZA=="
+    assert deploy(namespace).changed == 0
 
 
 @pytest.mark.slow
