@@ -93,6 +93,38 @@ def first_backup(servers: DataServers) -> dict[str, Any]:
     return {"seeded": seeded, "started": started, "result": result, "id": backup_id}
 
 
+BUCKET_CHECK = "backup_store : Read each region's bucket settings and name the buckets that differ"
+BUCKET_SET = "backup_store : Ensure each region's bucket (versioning, SSE-S3, object lock)"
+LIFECYCLE_SET = ("backup_store : Ensure deleted backups are purged once no lock holds them (non-current versions, "
+                 "stale delete markers)")
+
+
+def test_a_bucket_whose_settings_changed_is_set_again_and_only_that_bucket(servers: DataServers) -> None:
+    """A converged object store is one read; a bucket that lost its encryption or its purge rule gets only what it
+    lost set again, by amazon.aws.s3_bucket / community.aws.s3_lifecycle."""
+    converge = "tests/integration/playbooks/backup_store.yml"
+    quiet = servers.run(converge)
+    assert quiet.rc == 0, quiet.explain()
+    assert quiet.task_results(BUCKET_CHECK)["backup-store"]["differences"] == {}
+    assert quiet.changed == 0, quiet.changed_tasks()
+    client = s3(servers)
+    client.delete_bucket_encryption(Bucket=BUCKETS["primary"])
+    client.delete_bucket_lifecycle(Bucket=BUCKETS["dr"])
+    repaired = servers.run(converge)
+    assert repaired.rc == 0, repaired.explain()
+    assert repaired.task_results(BUCKET_CHECK)["backup-store"]["differences"] == {
+        BUCKETS["primary"]: ["encryption"], BUCKETS["dr"]: ["lifecycle"]}
+    assert [item["backup_store_item"]["value"] for item in repaired.task_results(BUCKET_SET)["backup-store"]["results"]
+            ] == [BUCKETS["primary"]]
+    assert [item["backup_store_item"]["value"]
+            for item in repaired.task_results(LIFECYCLE_SET)["backup-store"]["results"]] == [BUCKETS["dr"]]
+    rules = client.get_bucket_encryption(Bucket=BUCKETS["primary"])["ServerSideEncryptionConfiguration"]["Rules"]
+    assert rules[0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    purge = client.get_bucket_lifecycle_configuration(Bucket=BUCKETS["dr"])["Rules"]
+    assert [rule["ID"] for rule in purge] == ["purge-pruned-backups"]
+    assert servers.run(converge).changed == 0
+
+
 def test_backup_lands_encrypted_in_every_regions_bucket_with_a_manifest_whose_checksums_match(
         servers: DataServers, first_backup: dict[str, Any]) -> None:
     backup_id = first_backup["id"]

@@ -149,7 +149,8 @@ def test_second_deploy_changes_nothing(deployed) -> None:
     assert second.changed == 0, second.changed_tasks()
 
 
-NAMESPACE_APPLY = "namespace : Apply the namespace, quota, limits, network policies, accounts and priority classes that drifted"
+NAMESPACE_APPLY = ("namespace : Apply the namespace, quota, limits, network policies, accounts and priority classes "
+                   "that drifted")
 
 
 @pytest.mark.slow

@@ -1,6 +1,6 @@
 """sapphire_k8s_apply (action_plugins/sapphire_k8s_apply.py): what it refuses before reading or writing anything, and
-what its failure shows (not the objects, even without no_log). Reading and applying only what drifted, against a real API server:
-tests/integration/test_deploy.py::test_a_deploy_writes_only_the_objects_that_drifted_and_puts_them_back."""
+what its failure shows (not the objects, even without no_log). Reading and applying only what drifted, against a real
+API server: tests/integration/test_deploy.py::test_a_deploy_writes_only_the_objects_that_drifted_and_puts_them_back."""
 
 from __future__ import annotations
 
