@@ -24,8 +24,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(VENV)/bin/pip install -q -r requirements-dev.txt
 	@touch $@
 
-collections: venv
+# Checked again only when the pins, the venv or the check change (a stamp in the venv).
+collections: $(VENV)/.collections
+$(VENV)/.collections: requirements.yml tools/check-collections $(VENV)/.installed
 	@$(VENV)/bin/python tools/check-collections
+	@touch $@
 
 packages:
 	@tools/setup-packages
@@ -36,7 +39,12 @@ kube:
 s3:
 	@tools/s3/build
 
-vault: venv
+# Made once; checked again for names the toolkit added only when tools/local-vault changes (or the vault is gone).
+vault: .local/.vault-checked
+.local/.vault-checked: tools/local-vault .local/vault.yml
+	@$(VENV)/bin/python tools/local-vault
+	@touch $@
+.local/vault.yml: | venv
 	@$(VENV)/bin/python tools/local-vault
 
 deploy: setup ## The main job: the whole platform on the local default (deploy.yml on inventories/local)
