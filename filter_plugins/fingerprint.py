@@ -18,7 +18,7 @@ NOT_CODE = (".pyc", ".md")  # compiled files and documentation (a role's README)
 
 
 def tree_digest(paths: list[str | Path]) -> str:
-    """SHA-256 over the relative name and content of every file under the given paths (compiled files and docs aside)."""
+    """SHA-256 over the relative name and content of every file under the given paths (compiled files, docs aside)."""
     digest = hashlib.sha256()
     for root in paths:
         root = Path(root)

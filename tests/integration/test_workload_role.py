@@ -1,5 +1,6 @@
 """The workload role on real servers of its own (a Redis and a PostgreSQL primary): a workload its last converge left
-running is recognised in one task and left alone; one that died is started again, one whose ensemble changed restarted."""
+running is recognised in one task and left alone; one that died is started again; one whose ensemble changed is
+restarted."""
 
 from __future__ import annotations
 
