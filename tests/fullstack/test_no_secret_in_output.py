@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import urllib.parse
-from pathlib import Path
 
 import pytest
 from sapphire_testlib import REPO_ROOT, local_vault, run_playbook
