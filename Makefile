@@ -10,7 +10,7 @@ export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 PYTEST_ARGS ?=
 INTEGRATION_WORKERS ?= 2
 
-.PHONY: help setup venv collections packages kube s3 vault deploy cluster validate down purge test lint unit integration molecule bench
+.PHONY: help setup venv collections packages kube s3 vault deploy cluster validate down purge test lint unit integration molecule secret-scan bench
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -67,7 +67,7 @@ down: venv ## Stop the local default (workload, servers, clusters); keeps the Re
 purge: down ## down, then delete every local state and data directory (.local) — data is lost
 	rm -rf .local/redis .local/postgres .local/prometheus .local/workload .local/reports .local/backups .local/backup-store
 
-test: setup lint unit integration molecule ## Everything CI runs
+test: setup lint unit integration molecule secret-scan ## Everything CI runs
 
 lint: venv
 	yamllint -s .
@@ -82,6 +82,9 @@ integration: setup ## Two pytest-xdist workers: the local default's tests on one
 
 molecule: setup
 	tools/run-molecule
+
+secret-scan: setup ## After molecule's full-stack scenario (or make deploy): no secret in the playbooks' output at -vvv --diff
+	pytest -q tests/fullstack $(PYTEST_ARGS)
 
 bench: setup ## Benchmarks: deploy, re-deploy, validate for 6/60/300 agents vs kubectl; backup/restore of 1 GiB vs the raw tools
 	$(VENV)/bin/python bench/run.py

@@ -14,16 +14,17 @@ from pathlib import Path
 from typing import Any
 
 CODE_DIRS = ("library", "module_utils", "filter_plugins", "action_plugins")
+NOT_CODE = (".pyc", ".md")  # compiled files and documentation (a role's README) change nothing a converge does
 
 
 def tree_digest(paths: list[str | Path]) -> str:
-    """SHA-256 over the relative name and content of every file under the given paths (compiled files aside)."""
+    """SHA-256 over the relative name and content of every file under the given paths (compiled files, docs aside)."""
     digest = hashlib.sha256()
     for root in paths:
         root = Path(root)
         files = sorted(root.rglob("*")) if root.is_dir() else [root] if root.exists() else []
         for path in files:
-            if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            if path.is_file() and "__pycache__" not in path.parts and path.suffix not in NOT_CODE:
                 digest.update(f"{path.relative_to(root.parent)}\0".encode())
                 digest.update(path.read_bytes())
                 digest.update(b"\0")

@@ -70,8 +70,59 @@ def image_problems(images: dict[str, Any], require_digest: Any = False) -> list[
     return problems
 
 
+# Kubernetes names (apimachinery's validation): a namespace is a DNS-1123 label; a label key is a name with an optional
+# DNS-1123 subdomain prefix (example.com/name); a label value is empty or a name; a name has 63 characters at most.
+DNS_1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS_1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+
+
+def namespace_name_problems(lists: dict[str, Any]) -> list[str]:
+    """Filter: what is not a namespace name in each list, named by its variable ({variable: [name, ...]})."""
+    problems = []
+    for variable, names in lists.items():
+        if not isinstance(names, list):
+            problems.append(f"{variable} must be a list of namespace names, not {names!r}")
+            continue
+        problems += [f"{variable}: {name!r} is not a namespace name (a DNS-1123 label: lower-case letters, digits "
+                     f"and '-', at most 63 characters)" for name in names
+                     if not isinstance(name, str) or len(name) > 63 or not DNS_1123_LABEL.match(name)]
+    return problems
+
+
+def _label_key_problem(key: Any) -> str:
+    if not isinstance(key, str) or key.count("/") > 1:
+        return "is not a label key"
+    prefix, _, name = key.rpartition("/")
+    if not name or len(name) > 63 or not LABEL_NAME.match(name):
+        return "is not a label key (a name of 63 characters at most, optionally prefixed: example.com/name)"
+    if prefix and (len(prefix) > 253 or not DNS_1123_SUBDOMAIN.match(prefix)):
+        return "has a prefix that is not a DNS subdomain"
+    return ""
+
+
+def label_problems(selectors: dict[str, Any]) -> list[str]:
+    """Filter: what is wrong with each label selector, named by its variable ({variable: {key: value}}). An empty
+    selector is refused: it would select every pod."""
+    problems = []
+    for variable, labels in selectors.items():
+        if not isinstance(labels, dict) or not labels:
+            problems.append(f"{variable} must be a mapping of at least one label to its value (an empty one would "
+                            f"select every pod), not {labels!r}")
+            continue
+        for key, value in labels.items():
+            problem = _label_key_problem(key)
+            if problem:
+                problems.append(f"{variable}: {key!r} {problem}")
+            if not isinstance(value, str) or (value and (len(value) > 63 or not LABEL_NAME.match(value))):
+                problems.append(f"{variable}: the value {value!r} of {key!r} is not a label value (a string of 63 "
+                                f"characters at most: letters, digits, '-', '_', '.'; quote numbers and booleans)")
+    return problems
+
+
 class FilterModule:
     """sapphire-ops input filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"sapphire_bool": strict_bool, "sapphire_image_problems": image_problems}
+        return {"sapphire_bool": strict_bool, "sapphire_image_problems": image_problems,
+                "sapphire_namespace_name_problems": namespace_name_problems, "sapphire_label_problems": label_problems}

@@ -72,6 +72,12 @@ BAD_INPUT = [
     ("no accelerator nodes", {"cluster_node_pools_without_tpu": True}, "Tier 'accelerated' needs 4 google.com/tpu"),
     ("network policy range not a CIDR", {"namespace_api_ingress_cidrs": ["10.0.0.0/33"]},
      "namespace_api_ingress_cidrs: '10.0.0.0/33' is not a CIDR"),
+    ("network policy namespace not a namespace name", {"namespace_api_ingress_namespaces": ["Monitoring"]},
+     "namespace_api_ingress_namespaces: 'Monitoring' is not a namespace name"),
+    ("DNS pod label value with a space", {"namespace_dns_pod_labels": {"k8s-app": "kube dns"}},
+     "namespace_dns_pod_labels: the value 'kube dns' of 'k8s-app' is not a label value"),
+    ("liveness path without its leading slash", {"agents_liveness_path": "livez"},
+     "agents_liveness_path: 'livez' must be an HTTP path starting with /"),
 ]
 
 

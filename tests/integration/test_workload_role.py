@@ -1,5 +1,6 @@
 """The workload role on real servers of its own (a Redis and a PostgreSQL primary): a workload its last converge left
-running is recognised in one task and left alone; one that died, or whose ensemble changed, is converged again."""
+running is recognised in one task and left alone; one that died is started again; one whose ensemble changed is
+restarted."""
 
 from __future__ import annotations
 
@@ -79,8 +80,12 @@ def test_a_running_workload_is_recognised_and_a_dead_or_changed_one_converged_ag
         wait_for(lambda: healthy(port), 30, "the workload to answer again")
 
         fewer = AGENTS[:1]
+        before = (state / "workload.pid").read_text()
         changed = run(trading_agents=fewer)
         assert changed.task_results(RECOGNISE)["it-primary"]["converged"] is False
         assert json.loads((state / "agents.json").read_text()) == fewer
+        assert changed.task_results(RUN)["it-primary"]["changed"], "the workload reads the ensemble when it starts"
+        assert (state / "workload.pid").read_text() != before
+        wait_for(lambda: healthy(port), 30, "the restarted workload")
     finally:
         run_playbook(PLAYBOOK, hosts, extra_vars={"workload_state": "stopped"})

@@ -113,6 +113,8 @@ def test_the_inputs_digest_follows_the_inputs_and_the_code(tmp_path: Path) -> No
     (role / "__pycache__").mkdir()
     (role / "__pycache__" / "main.cpython-311.pyc").write_bytes(os.urandom(8))
     assert filters.fingerprint_inputs(inputs, str(role)) == digest, "compiled files are not code changes"
+    (role / "README.md").write_text("# a role's documentation\n")
+    assert filters.fingerprint_inputs(inputs, str(role)) == digest, "documentation is not a code change"
 
 
 def test_recording_then_checking_through_the_module(tmp_path: Path) -> None:

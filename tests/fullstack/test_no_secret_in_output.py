@@ -1,0 +1,76 @@
+"""No secret in any output: the playbooks the other suites do not already scan, run against the whole local default
+(deployed by molecule's full-stack scenario, or by `make deploy`) at -vvv with --diff, and --check where they write.
+Searched: their output and validate's JSON and JUnit reports, for every vault value, its base64 and its URL-encoded
+and JSON-escaped forms. Zero hits is the bar.
+
+Already scanned elsewhere, with the same forms: backup.yml and dr-failover.yml at -vvv as AWX jobs
+(tests/integration/test_backup_restore.py, test_dr.py), emergency-stop.yml and resume.yml as AWX jobs
+(test_emergency_stop.py), cleanup.yml at -vvv --check --diff (test_cleanup.py), the Redis and PostgreSQL host converges
+at -vvv (test_redis_host.py, test_postgres_host.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+from sapphire_testlib import REPO_ROOT, local_vault, run_playbook
+
+REPORTS = REPO_ROOT / ".local" / "reports"
+
+# (playbook, extra vars, check mode, must succeed). Those that refuse on a converged local default (nothing to roll
+# back to, no failover to fail back from) still print their boilerplate plays (vault, state, topology) and their
+# refusal, which is what an operator's terminal and AWX's job log keep.
+RUNS = [
+    ("playbooks/cluster.yml", {}, True, True),
+    ("deploy.yml", {}, True, True),
+    ("validate.yml", {}, False, True),
+    ("rollback.yml", {}, True, False),
+    ("restore.yml", {}, True, False),
+    ("dr-failback.yml", {"confirm": "local"}, True, False),
+]
+
+
+def forms(value: str) -> set[str]:
+    return {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe=""),
+            urllib.parse.quote_plus(value), json.dumps(value)[1:-1]}
+
+
+def leaks(text: str, secrets: dict[str, str]) -> list[str]:
+    """The names (never the values) of the secrets found in text, in any of their forms."""
+    return sorted(name for name, value in secrets.items() if len(value) >= 8 and any(f in text for f in forms(value)))
+
+
+@pytest.fixture(scope="module")
+def secrets() -> dict[str, str]:
+    values = local_vault()
+    assert len(values) >= 10, "the local vault should hold the platform's secrets for this test to mean anything"
+    return values
+
+
+@pytest.mark.parametrize(("playbook", "extra", "check", "succeeds"), RUNS, ids=[run[0] for run in RUNS])
+def test_no_secret_in_the_output_at_vvv_with_diff(playbook: str, extra: dict, check: bool, succeeds: bool,
+                                                   secrets: dict[str, str]) -> None:
+    result = run_playbook(playbook, extra_vars=extra or None, check=check, diff=True, verbosity=3,
+                          json_output=False)
+    output = result.stdout + result.stderr
+    assert "Load the vaulted values" in output, "the run must have loaded the vault for this test to mean anything"
+    if succeeds:
+        assert result.rc == 0, output[-3000:]
+    assert leaks(output, secrets) == [], f"{playbook} printed a secret at -vvv --diff"
+
+
+def test_no_secret_in_validates_reports(secrets: dict[str, str]) -> None:
+    reports = [REPORTS / "validate.json", REPORTS / "validate.junit.xml"]
+    assert all(path.exists() for path in reports), "validate.yml writes its reports (run it first)"
+    for path in reports:
+        assert leaks(path.read_text(), secrets) == [], f"{path.name} holds a secret"
+
+
+def test_the_scan_finds_a_secret_in_any_of_its_forms() -> None:
+    secret = "s3cr3t/va+lue=="
+    for form in forms(secret):
+        assert leaks(f"... {form} ...", {"vault_x": secret}) == ["vault_x"]
+    assert leaks("nothing here", {"vault_x": secret}) == []
