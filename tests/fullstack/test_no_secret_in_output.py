@@ -22,7 +22,7 @@ REPORTS = REPO_ROOT / ".local" / "reports"
 
 # (playbook, extra vars, check mode, must succeed). Those that refuse on a converged local default (nothing to roll
 # back to, no failover to fail back from) still print their boilerplate plays (vault, state, topology) and their
-# refusal, which is what an operator's terminal and AWX's job log keep.
+# refusal, which is what an operator's terminal and AWX's job log keep. cluster.yml loads no vault (it needs none).
 RUNS = [
     ("playbooks/cluster.yml", {}, True, True),
     ("deploy.yml", {}, True, True),
@@ -31,6 +31,16 @@ RUNS = [
     ("restore.yml", {}, True, False),
     ("dr-failback.yml", {"confirm": "local"}, True, False),
 ]
+# The object store's access key ID is the public half of its key pair (AWS: "like a user name"); amazon.aws shows it
+# in a module's arguments on purpose (no_log=False) and it is not searched for. Its secret key is.
+NOT_SECRET = {"vault_backup_store_access_key"}
+
+
+class Secrets(dict):
+    """The vault's values; shown by name only, so a failing test's report (pytest prints its arguments) leaks none."""
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} secrets: {', '.join(sorted(self))}>"
 
 
 def forms(value: str) -> set[str]:
@@ -44,25 +54,26 @@ def leaks(text: str, secrets: dict[str, str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def secrets() -> dict[str, str]:
-    values = local_vault()
+def secrets() -> Secrets:
+    values = Secrets({name: value for name, value in local_vault().items() if name not in NOT_SECRET})
     assert len(values) >= 10, "the local vault should hold the platform's secrets for this test to mean anything"
     return values
 
 
 @pytest.mark.parametrize(("playbook", "extra", "check", "succeeds"), RUNS, ids=[run[0] for run in RUNS])
 def test_no_secret_in_the_output_at_vvv_with_diff(playbook: str, extra: dict, check: bool, succeeds: bool,
-                                                   secrets: dict[str, str]) -> None:
+                                                   secrets: Secrets) -> None:
     result = run_playbook(playbook, extra_vars=extra or None, check=check, diff=True, verbosity=3,
                           json_output=False)
     output = result.stdout + result.stderr
-    assert "Load the vaulted values" in output, "the run must have loaded the vault for this test to mean anything"
+    if playbook != "playbooks/cluster.yml":
+        assert "Load the vaulted values" in output, "the run must have loaded the vault for this test to mean anything"
     if succeeds:
         assert result.rc == 0, output[-3000:]
     assert leaks(output, secrets) == [], f"{playbook} printed a secret at -vvv --diff"
 
 
-def test_no_secret_in_validates_reports(secrets: dict[str, str]) -> None:
+def test_no_secret_in_validates_reports(secrets: Secrets) -> None:
     reports = [REPORTS / "validate.json", REPORTS / "validate.junit.xml"]
     assert all(path.exists() for path in reports), "validate.yml writes its reports (run it first)"
     for path in reports:
@@ -74,3 +85,4 @@ def test_the_scan_finds_a_secret_in_any_of_its_forms() -> None:
     for form in forms(secret):
         assert leaks(f"... {form} ...", {"vault_x": secret}) == ["vault_x"]
     assert leaks("nothing here", {"vault_x": secret}) == []
+    assert secret not in repr(Secrets({"vault_x": secret}))
