@@ -1,0 +1,212 @@
+"""Controller-side filters: everything wrong with the inputs of the redis, postgres and monitoring roles, in one pass.
+
+Each role's preflight is one assert over its filter (one task per host instead of a chain of asserts), and a refusal
+lists every problem at once, each naming its variable. A secret is passed in to be checked, never shown: no message
+carries a value of redis_password, postgres_password, postgres_replication_password or sapphire_telegram_bot_token.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+
+def _sibling(name: str) -> ModuleType:
+    """A filter file of this directory (plugin files are not importable by name)."""
+    path = Path(__file__).parent / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"sapphire_service_inputs_{name}", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_inputs = _sibling("inputs")
+_quantities = _sibling("sapphire")
+
+REDIS_MEMORY = re.compile(r"^[0-9]+([kmg]b?|b)?$", re.IGNORECASE)
+PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
+COMPONENT = re.compile(r"^[a-z0-9_-]+$")
+LOOPBACK = re.compile(r"^(127\.|localhost$|::1$)")
+THRESHOLD = re.compile(r"^monitoring_alert_.*_(ratio|seconds|usd)$")
+ALERT_DURATION = re.compile(r"^monitoring_alert_.*_for$")
+
+
+def _is_integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _as_int(value: Any, fallback: int = 0) -> int:
+    """A whole number from YAML or from a string (-e k=v, a survey); the fallback when it is neither."""
+    if _is_integer(value):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        return fallback
+
+
+def _secret_set(value: Any, minimum: int = 1) -> bool:
+    return isinstance(value, str) and len(value) >= minimum
+
+
+def _resources_valid(resources: Any) -> bool:
+    """requests and limits with cpu and memory as quantities, requests not above limits."""
+    if not isinstance(resources, dict):
+        return False
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    if not isinstance(requests, dict) or not isinstance(limits, dict):
+        return False
+    for resource in ("cpu", "memory"):
+        wanted, allowed = requests.get(resource, ""), limits.get(resource, "")
+        if not (_quantities.is_quantity(wanted) and _quantities.is_quantity(allowed)):
+            return False
+        if _quantities.quantity(wanted) > _quantities.quantity(allowed):
+            return False
+    return True
+
+
+def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host: bool, host: str,
+                         redis_hosts: list[str], endpoints: list[str], digests_required: Any,
+                         vault_hint: str) -> list[str]:
+    """Filter: what is wrong with the redis role's variables ({name: value}) for this host.
+
+    on_cluster / on_redis_host: the host is in group clusters / redis_hosts; endpoints: the hosts of group
+    redis_endpoints (the managed endpoint of each region).
+    """
+    problems = []
+    mode = values.get("redis_mode")
+    if not _secret_set(values.get("redis_password")):
+        problems.append(f"redis_password is empty: {vault_hint}")
+    if mode == "kubernetes":
+        problems += _inputs.image_problems({name: values.get(name) for name in ("redis_image", "redis_exporter_image")},
+                                           digests_required)
+    maxmemory = values.get("redis_maxmemory")
+    if not REDIS_MEMORY.match(str(maxmemory)):
+        problems.append(f"redis_maxmemory = '{maxmemory}' is not a Redis memory size (examples: 2gb, 512mb, 0 for no "
+                        "limit)")
+    if on_cluster and mode == "kubernetes":
+        bad = [f"{name} = {values.get(name)!r} is not valid."
+               for name in ("redis_resources", "redis_exporter_resources") if not _resources_valid(values.get(name))]
+        replicas, storage = values.get("redis_replicas"), values.get("redis_storage_size")
+        if bad or _as_int(replicas) < 1 or not _quantities.is_quantity(storage):
+            problems.append(" ".join([*bad, f"redis_replicas ({replicas}) must be at least 1 and redis_storage_size "
+                                            f"({storage}) a Kubernetes quantity; requests and limits need cpu and "
+                                            "memory as quantities (500m, 2, 384Mi, 3Gi) with requests not above "
+                                            "limits."]))
+    if on_cluster and mode == "external":
+        port = values.get("redis_external_port")
+        if (not (values.get("redis_external_host") or endpoints)
+                or not _is_integer(port) or not 0 < port < 65536):
+            problems.append("redis_mode is external: declare the endpoint of each region (hosts of group "
+                            "redis_endpoints with sapphire_region, redis_external_host, redis_replication_role) or "
+                            "set redis_external_host (DNS name or IP of the managed Redis); redis_external_port a "
+                            "port number.")
+    replica_of = values.get("redis_replica_of") or ""
+    if (on_redis_host and mode == "host" and values.get("redis_replication_role") == "replica"
+            and (replica_of not in redis_hosts or replica_of == host)):
+        problems.append(f"{host} has redis_replication_role replica: set redis_replica_of to the inventory name of its "
+                        f"primary in group redis_hosts (got '{replica_of}')")
+    return problems
+
+
+def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints: list[str], tables: list[str],
+                            digests_required: Any) -> list[str]:
+    """Filter: what is wrong with the postgres role's variables ({name: value}) for this host.
+
+    on_cluster: the host is in group clusters; endpoints: the hosts of group postgres_endpoints; tables: the
+    time-partitioned tables every retention must cover.
+    """
+    problems = []
+    mode = values.get("postgres_mode")
+    if not (_secret_set(values.get("postgres_password"), 8)
+            and _secret_set(values.get("postgres_replication_password"), 8)):
+        problems.append("postgres_password and postgres_replication_password must be set (8+ characters): define "
+                        "vault_postgres_password and vault_postgres_replication_password in the vault file "
+                        "sapphire_vault_file names (vault/<env>.yml, `make vault` for the local default).")
+    if on_cluster and mode == "kubernetes":
+        problems += _inputs.image_problems(
+            {name: values.get(name) for name in ("postgres_image", "postgres_exporter_image")}, digests_required)
+    retention = values.get("postgres_retention_days")
+    if (not isinstance(retention, dict) or any(table not in retention for table in tables)
+            or not all(_is_integer(days) and days > 0 for days in retention.values())):
+        problems.append(f"postgres_retention_days needs a positive number of days for each of {', '.join(tables)}; "
+                        f"got {retention}.")
+    if on_cluster and mode == "external" and not (values.get("postgres_external_host") or endpoints):
+        problems.append("postgres_mode is external: declare the endpoint of each region (hosts of group "
+                        "postgres_endpoints with sapphire_region, postgres_external_host, postgres_replication_role) "
+                        "or set postgres_external_host to the one endpoint (DNS name or IP).")
+    return problems
+
+
+def _positive_number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"[0-9.]+", value):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+def monitoring_input_problems(values: dict[str, Any], on_cluster: bool, on_monitoring_host: bool,
+                              digests_required: Any) -> list[str]:
+    """Filter: what is wrong with the monitoring role's variables for this host.
+
+    values holds every monitoring_alert_* variable (the thresholds *_ratio, *_seconds, *_usd and the durations *_for
+    are found by name) and the role's other inputs; on_cluster / on_monitoring_host: the host is in group clusters /
+    monitoring_hosts.
+    """
+    problems = []
+    mode = values.get("monitoring_mode")
+    bad_thresholds = []
+    for name in sorted(name for name in values if THRESHOLD.match(name)):
+        number = _positive_number(values[name])
+        if number is None or number <= 0 or (name.endswith("_ratio") and number > 1):
+            bad_thresholds.append(f"{name}={values[name]}")
+    if bad_thresholds:
+        problems.append(f"Bad alert threshold: {', '.join(bad_thresholds)}. Thresholds are positive numbers and the "
+                        "*_ratio ones at most 1 (0.05 means 5 %).")
+    durations = [*sorted(name for name in values if ALERT_DURATION.match(name)), "monitoring_prometheus_retention"]
+    bad_durations = [f"{name}={values.get(name)}" for name in durations
+                     if not PROMETHEUS_DURATION.match(str(values.get(name)))]
+    if bad_durations:
+        problems.append(f"Bad duration: {', '.join(bad_durations)}. Use a Prometheus duration such as 30s, 5m or 1h.")
+    components = values.get("monitoring_backup_components")
+    if (not isinstance(components, list) or not components
+            or not all(isinstance(item, str) and COMPONENT.match(item) for item in components)):
+        problems.append("monitoring_backup_components must list component names such as postgres and redis (lower "
+                        "case, digits, - and _).")
+    if mode == "kubernetes":
+        problems += _inputs.image_problems(
+            {name: values.get(name) for name in ("monitoring_prometheus_image", "monitoring_alertmanager_image",
+                                                 "monitoring_grafana_image")}, digests_required)
+    outside = values.get("monitoring_external_prometheus_host") or ""
+    if on_cluster and mode != "kubernetes" and outside and LOOPBACK.match(str(outside)):
+        problems.append(f"monitoring_external_prometheus_host is {outside}, a loopback address pods cannot reach; give "
+                        "the monitoring host's routable IP or DNS name, or leave it empty.")
+    if on_monitoring_host and mode == "host":
+        if _as_int(values.get("monitoring_telegram_chat_id")) != 0 and not _secret_set(
+                values.get("sapphire_telegram_bot_token")):
+            problems.append("monitoring_telegram_chat_id is set but sapphire_telegram_bot_token is empty; put "
+                            "vault_telegram_bot_token in the inventory's vault file.")
+        prometheus_port = _as_int(values.get("monitoring_prometheus_port"), -1)
+        if prometheus_port == _as_int(values.get("monitoring_alertmanager_port"), -2):
+            problems.append(f"prometheus_port and alertmanager_port are both {prometheus_port}; give each its own "
+                            "port.")
+    return problems
+
+
+class FilterModule:
+    """sapphire-ops filters for the data services' and monitoring's inputs."""
+
+    def filters(self) -> dict[str, Any]:
+        return {"sapphire_redis_input_problems": redis_input_problems,
+                "sapphire_postgres_input_problems": postgres_input_problems,
+                "sapphire_monitoring_input_problems": monitoring_input_problems}

@@ -1,0 +1,181 @@
+"""filter_plugins/service_inputs.py: the redis, postgres and monitoring roles refuse bad input before anything is
+written, every problem at once, each naming its variable, and never with a secret's value in the message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from conftest import load_module
+
+inputs = load_module("service_inputs", "filter_plugins")
+
+RESOURCES = {"requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+REDIS = {"redis_password": "s3cret-redis-pass", "redis_mode": "kubernetes", "redis_image": "redis:7.2.4",
+         "redis_exporter_image": "oliver006/redis_exporter:v1.58.0", "redis_maxmemory": "2gb", "redis_replicas": 1,
+         "redis_storage_size": "10Gi", "redis_resources": RESOURCES, "redis_exporter_resources": RESOURCES,
+         "redis_external_host": "", "redis_external_port": 6379, "redis_replication_role": "primary",
+         "redis_replica_of": ""}
+HINT = "define vault_redis_password in the vault file"
+
+
+def redis(on_cluster: bool = True, on_redis_host: bool = False, host: str = "local-primary",
+          digests: Any = False, **values: Any) -> list[str]:
+    return inputs.redis_input_problems({**REDIS, **values}, on_cluster, on_redis_host, host,
+                                       ["redis-primary", "redis-dr"], [], digests, HINT)
+
+
+def test_sound_redis_inputs_pass_in_every_mode() -> None:
+    assert redis() == []
+    assert redis(redis_mode="host", on_cluster=False, on_redis_host=True, host="redis-dr",
+                 redis_replication_role="replica", redis_replica_of="redis-primary") == []
+    assert redis(redis_mode="external", redis_external_host="redis.example.internal") == []
+    assert redis(redis_maxmemory=0) == [] and redis(redis_maxmemory="512MB") == []
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"redis_password": ""}, f"redis_password is empty: {HINT}"),
+    ({"redis_password": None}, f"redis_password is empty: {HINT}"),
+    ({"redis_maxmemory": "lots"}, "redis_maxmemory = 'lots' is not a Redis memory size"),
+    ({"redis_image": "redis"}, "redis_image: 'redis' is not pinned"),
+    ({"redis_replicas": 0}, "redis_replicas (0) must be at least 1"),
+    ({"redis_storage_size": "ten gigs"}, "redis_storage_size (ten gigs) a Kubernetes quantity"),
+    ({"redis_resources": {"requests": {"cpu": "2", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}},
+     "redis_resources = {'requests': {'cpu': '2', 'memory': '1Gi'}, 'limits': {'cpu': '1', 'memory': '1Gi'}} is not "
+     "valid."),
+    ({"redis_exporter_resources": {"requests": {"cpu": "1"}}}, "redis_exporter_resources = "),
+])
+def test_bad_redis_inputs_are_refused_naming_the_variable(values: dict[str, Any], message: str) -> None:
+    problems = redis(**values)
+    assert any(message in problem for problem in problems), problems
+
+
+def test_every_redis_problem_is_listed_at_once_and_the_password_never_shown() -> None:
+    problems = redis(redis_maxmemory="lots", redis_replicas=0, redis_image="redis:latest",
+                     redis_password="short")
+    assert len(problems) == 3, problems
+    assert not any("short" in problem for problem in problems)
+
+
+def test_the_cluster_only_checks_do_not_apply_to_a_redis_host() -> None:
+    assert redis(on_cluster=False, on_redis_host=True, redis_mode="host", redis_replicas=0,
+                 redis_image="redis:latest", host="redis-primary") == []
+
+
+def test_digests_required_refuses_a_tag_and_reads_a_survey_string() -> None:
+    (problem,) = redis(digests="yes")[:1]
+    assert "pinned by tag only" in problem
+
+
+@pytest.mark.parametrize("values", [
+    {"redis_external_host": ""},
+    {"redis_external_host": "redis.example.internal", "redis_external_port": 70000},
+    {"redis_external_host": "redis.example.internal", "redis_external_port": "6379"},
+])
+def test_external_redis_needs_an_endpoint_and_a_port(values: dict[str, Any]) -> None:
+    (problem,) = redis(redis_mode="external", **values)
+    assert problem.startswith("redis_mode is external: declare the endpoint of each region")
+
+
+def test_external_redis_endpoints_declared_as_hosts_suffice() -> None:
+    assert inputs.redis_input_problems({**REDIS, "redis_mode": "external"}, True, False, "local-primary", [],
+                                       ["redis-endpoint-primary"], False, HINT) == []
+
+
+@pytest.mark.parametrize("replica_of", ["", "redis-elsewhere", "redis-dr"])
+def test_a_replica_needs_another_redis_host_as_its_primary(replica_of: str) -> None:
+    (problem,) = redis(on_cluster=False, on_redis_host=True, host="redis-dr", redis_mode="host",
+                       redis_replication_role="replica", redis_replica_of=replica_of)
+    assert problem == ("redis-dr has redis_replication_role replica: set redis_replica_of to the inventory name of "
+                       f"its primary in group redis_hosts (got '{replica_of}')")
+
+
+POSTGRES = {"postgres_password": "app-password-1", "postgres_replication_password": "repl-password-1",
+            "postgres_mode": "kubernetes", "postgres_image": "timescale/timescaledb:2.14.2-pg16",
+            "postgres_exporter_image": "prometheuscommunity/postgres-exporter:v0.15.0",
+            "postgres_retention_days": {"trades": 90, "signals": 30}, "postgres_external_host": ""}
+TABLES = ["trades", "signals"]
+
+
+def postgres(on_cluster: bool = True, endpoints: list[str] | None = None, **values: Any) -> list[str]:
+    return inputs.postgres_input_problems({**POSTGRES, **values}, on_cluster, endpoints or [], TABLES, False)
+
+
+def test_sound_postgres_inputs_pass() -> None:
+    assert postgres() == []
+    assert postgres(postgres_mode="external", postgres_external_host="db.example.internal") == []
+    assert postgres(postgres_mode="external", endpoints=["pg-endpoint-primary"]) == []
+
+
+@pytest.mark.parametrize("values", [{"postgres_password": "short"}, {"postgres_replication_password": ""},
+                                    {"postgres_password": None}])
+def test_postgres_passwords_of_fewer_than_8_characters_are_refused_without_their_value(values: dict[str, Any]) -> None:
+    (problem,) = postgres(**values)
+    assert problem.startswith("postgres_password and postgres_replication_password must be set (8+ characters)")
+    assert "short" not in problem
+
+
+@pytest.mark.parametrize("retention", [{"trades": 90}, {"trades": 90, "signals": 0}, {"trades": 90, "signals": "30"},
+                                       {"trades": 90, "signals": True}, "90"])
+def test_a_retention_that_misses_a_table_or_is_not_a_positive_whole_number_is_refused(retention: Any) -> None:
+    (problem,) = postgres(postgres_retention_days=retention)
+    assert problem.startswith("postgres_retention_days needs a positive number of days for each of trades, signals")
+
+
+def test_postgres_images_and_the_external_endpoint_are_checked_on_the_cluster_only() -> None:
+    (problem,) = postgres(postgres_image="timescale/timescaledb")
+    assert problem.startswith("postgres_image: 'timescale/timescaledb' is not pinned")
+    assert postgres(on_cluster=False, postgres_image="timescale/timescaledb") == []
+    assert postgres(postgres_mode="external")[0].startswith("postgres_mode is external")
+    assert postgres(on_cluster=False, postgres_mode="external") == []
+
+
+MONITORING = {"monitoring_mode": "host", "monitoring_alert_drawdown_ratio": 0.05,
+              "monitoring_alert_trading_loss_usd": 2500, "monitoring_alert_stale_seconds": "30",
+              "monitoring_alert_drawdown_for": "5m", "monitoring_alert_summary": "not a threshold",
+              "monitoring_prometheus_retention": "30d", "monitoring_backup_components": ["postgres", "redis"],
+              "monitoring_prometheus_image": "prom/prometheus:v2.51.0",
+              "monitoring_alertmanager_image": "prom/alertmanager:v0.27.0",
+              "monitoring_grafana_image": "grafana/grafana:10.4.1", "monitoring_external_prometheus_host": "",
+              "monitoring_telegram_chat_id": 0, "sapphire_telegram_bot_token": "",
+              "monitoring_prometheus_port": 9090, "monitoring_alertmanager_port": 9093}
+
+
+def monitoring(on_cluster: bool = False, on_monitoring_host: bool = True, **values: Any) -> list[str]:
+    return inputs.monitoring_input_problems({**MONITORING, **values}, on_cluster, on_monitoring_host, False)
+
+
+def test_sound_monitoring_inputs_pass() -> None:
+    assert monitoring() == []
+    assert monitoring(on_cluster=True, on_monitoring_host=False, monitoring_external_prometheus_host="10.0.0.5") == []
+    assert monitoring(monitoring_telegram_chat_id="-1001234", sapphire_telegram_bot_token="123:abc") == []
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"monitoring_alert_drawdown_ratio": 1.5}, "Bad alert threshold: monitoring_alert_drawdown_ratio=1.5."),
+    ({"monitoring_alert_trading_loss_usd": 0}, "Bad alert threshold: monitoring_alert_trading_loss_usd=0."),
+    ({"monitoring_alert_stale_seconds": "soon"}, "Bad alert threshold: monitoring_alert_stale_seconds=soon."),
+    ({"monitoring_alert_stale_seconds": "1.2.3"}, "Bad alert threshold: monitoring_alert_stale_seconds=1.2.3."),
+    ({"monitoring_alert_drawdown_for": "5 minutes"}, "Bad duration: monitoring_alert_drawdown_for=5 minutes."),
+    ({"monitoring_prometheus_retention": "30"}, "Bad duration: monitoring_prometheus_retention=30."),
+    ({"monitoring_backup_components": []}, "monitoring_backup_components must list component names"),
+    ({"monitoring_backup_components": ["Postgres"]}, "monitoring_backup_components must list component names"),
+    ({"monitoring_alertmanager_port": "9090"}, "prometheus_port and alertmanager_port are both 9090"),
+    ({"monitoring_telegram_chat_id": "-1001234"}, "monitoring_telegram_chat_id is set but sapphire_telegram_bot_token"),
+])
+def test_bad_monitoring_inputs_are_refused_naming_the_variable(values: dict[str, Any], message: str) -> None:
+    (problem,) = monitoring(**values)
+    assert problem.startswith(message), problem
+
+
+def test_a_loopback_outside_prometheus_is_refused_for_the_cluster_only() -> None:
+    (problem,) = monitoring(on_cluster=True, on_monitoring_host=False,
+                            monitoring_external_prometheus_host="127.0.0.1")
+    assert problem.startswith("monitoring_external_prometheus_host is 127.0.0.1, a loopback address")
+    assert monitoring(monitoring_external_prometheus_host="127.0.0.1") == []
+
+
+def test_monitoring_images_are_checked_in_kubernetes_mode_only() -> None:
+    assert monitoring(monitoring_grafana_image="grafana/grafana:latest") == []
+    (problem,) = monitoring(on_cluster=True, monitoring_mode="kubernetes", monitoring_grafana_image="grafana/grafana")
+    assert problem.startswith("monitoring_grafana_image: 'grafana/grafana' is not pinned")
