@@ -120,9 +120,17 @@ def label_problems(selectors: dict[str, Any]) -> list[str]:
     return problems
 
 
+def unset_secret_problems(secrets: dict[str, Any]) -> list[str]:
+    """Filter: each secret ({variable: value}) that is empty or unset, named by its variable, never with its value."""
+    return [f"{variable} is empty or undefined: set the vault_* variable it maps to (group_vars/all/main.yml) in the "
+            "vault file sapphire_vault_file names (ansible-vault edit; vault/README.md)."
+            for variable, value in secrets.items() if value is None or not str(value)]
+
+
 class FilterModule:
     """sapphire-ops input filters."""
 
     def filters(self) -> dict[str, Any]:
         return {"sapphire_bool": strict_bool, "sapphire_image_problems": image_problems,
-                "sapphire_namespace_name_problems": namespace_name_problems, "sapphire_label_problems": label_problems}
+                "sapphire_namespace_name_problems": namespace_name_problems, "sapphire_label_problems": label_problems,
+                "sapphire_unset_secret_problems": unset_secret_problems}

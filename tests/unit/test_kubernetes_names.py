@@ -1,6 +1,6 @@
-"""filter_plugins/inputs.py: the namespace names and label selectors the network policies are built from, refused
-before anything is written with a message that names the variable (the API server's rules, apimachinery's
-validation)."""
+"""filter_plugins/inputs.py: the namespace names and label selectors the network policies are built from, and the
+Secrets' values, refused before anything is written with a message that names the variable (the API server's rules,
+apimachinery's validation)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,12 @@ def test_a_label_kubernetes_refuses_is_named_with_its_variable(labels: dict[str,
 def test_an_empty_or_malformed_selector_is_refused(labels: Any) -> None:
     (problem,) = inputs.label_problems({"namespace_dns_pod_labels": labels})
     assert problem.startswith("namespace_dns_pod_labels must be a mapping of at least one label")
+
+
+def test_an_empty_or_unset_secret_is_named_and_its_neighbours_value_never_shown() -> None:
+    problems = inputs.unset_secret_problems({"sapphire_exchange_api_key": "", "grafana_admin_password": "s3cret-value",
+                                             "sapphire_exchange_api_secret": None})
+    assert [problem.split(" is empty")[0] for problem in problems] == ["sapphire_exchange_api_key",
+                                                                       "sapphire_exchange_api_secret"]
+    assert not any("s3cret-value" in problem for problem in problems)
+    assert inputs.unset_secret_problems({"grafana_admin_password": "s3cret-value"}) == []
