@@ -274,8 +274,10 @@ def evaluate(rows: list[dict[str, Any]], fresh: dict[str, Any] | None = None) ->
     small, large = (min(by_size), max(by_size)) if by_size else (None, None)
     targets: list[dict[str, Any]] = []
 
-    def add(name: str, observed: float | None, limit: float, text: str, extra: bool = True) -> None:
-        met = None if observed is None else (observed <= limit and extra)
+    def add(name: str, observed: float | None, limit: float, text: str, extra: bool = True,
+            strict: bool = False) -> None:
+        """strict: the target reads "< limit", so an observation at the limit (as rounded) is a miss."""
+        met = None if observed is None else ((observed < limit if strict else observed <= limit) and extra)
         targets.append({"target": name, "observed": observed, "limit": round(limit, 3), "met": met, "text": text})
 
     top = by_size.get(large) if large is not None else None
@@ -295,7 +297,7 @@ def evaluate(rows: list[dict[str, Any]], fresh: dict[str, Any] | None = None) ->
         "<= 1/3, changed=0 at every size", all_zero)
     add("validate_small", by_size[small]["validate"]["seconds"] if rows else None,
         TARGETS["validate_small_max_seconds"], f"validate({small}) < 5 s",
-        all(row["validate"]["healthy"] for row in rows))
+        all(row["validate"]["healthy"] for row in rows), strict=True)
     vgrowth = (_ratio(by_size[large]["validate"]["seconds"], by_size[small]["validate"]["seconds"])
                if large != small else None)
     add("validate_growth", vgrowth, TARGETS["validate_growth_max"], f"validate({large}) / validate({small}) <= 2")
@@ -307,9 +309,9 @@ def evaluate(rows: list[dict[str, Any]], fresh: dict[str, Any] | None = None) ->
         return None if not values or None in values else max(values)
 
     add("stop_halt_flag", worst("halt_flag_seconds"), TARGETS["stop_halt_flag_max_seconds"],
-        "emergency-stop: halt flag set < 1 s after the playbook's first task")
+        "emergency-stop: halt flag set < 1 s after the playbook's first task", strict=True)
     add("stop_scaled", worst("scaled_seconds"), TARGETS["stop_scaled_max_seconds"],
-        "emergency-stop: every agent asked to scale to zero < 5 s from the start")
+        "emergency-stop: every agent asked to scale to zero < 5 s from the start", strict=True)
     return {"targets": targets}
 
 

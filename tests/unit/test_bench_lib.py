@@ -281,3 +281,12 @@ def test_markdown_shows_the_breakdown_and_the_load_the_run_started_under() -> No
     block = benchlib.markdown(results)
     assert "load average 0.12 / 0.50 / 1.00 at the start" in block
     assert "| 300 | 0.0 / 0.0 | 0.0 / 0.0 | 30.0 / 3.0 | 0.0 / 0.0 |" in block
+
+
+def test_a_target_that_reads_under_a_limit_is_missed_at_the_limit() -> None:
+    # "validate(6) < 5 s", "halt flag set < 1 s", "asked to scale to zero < 5 s": an observation of exactly the limit
+    # (as the bench rounds it) does not meet them; the ratio targets read "<=" and are met at their limit.
+    rows = [_row(6, 20, 5, 5.0, 20, stop=(1.0, 5.0)), _row(300, 60, 10, 10.0, 60, stop=(0.99, 4.99))]
+    met = _met(benchlib.evaluate(rows, FRESH))
+    assert met["validate_small"] is False and met["stop_halt_flag"] is False and met["stop_scaled"] is False
+    assert met["deploy_vs_kubectl"] is True and met["deploy_growth"] is True and met["validate_growth"] is True
