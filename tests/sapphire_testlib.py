@@ -5,12 +5,14 @@ Import from here (`from sapphire_testlib import run_playbook`); conftest.py only
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +117,18 @@ class PlaybookResult:
         """A short text for assertion messages."""
         tail = self.stderr[-3000:]
         return "\n".join(self.failure_messages()) + f"\n--- stderr tail ---\n{tail}"
+
+
+def secret_forms(value: str) -> set[str]:
+    """A secret as an output may carry it: as is, base64, URL-encoded and JSON-escaped."""
+    return {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe=""),
+            urllib.parse.quote_plus(value), json.dumps(value)[1:-1]}
+
+
+def leaked_secrets(text: str, secrets: dict[str, str]) -> list[str]:
+    """The names (never the values) of the secrets of 8 characters or more found in text, in any of their forms."""
+    return sorted(name for name, value in secrets.items()
+                  if len(value) >= 8 and any(form in text for form in secret_forms(value)))
 
 
 def _local_vault_lib() -> Any:

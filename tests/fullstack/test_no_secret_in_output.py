@@ -11,12 +11,8 @@ at -vvv (test_redis_host.py, test_postgres_host.py).
 
 from __future__ import annotations
 
-import base64
-import json
-import urllib.parse
-
 import pytest
-from sapphire_testlib import REPO_ROOT, local_vault, run_playbook
+from sapphire_testlib import REPO_ROOT, leaked_secrets, local_vault, run_playbook, secret_forms
 
 REPORTS = REPO_ROOT / ".local" / "reports"
 
@@ -43,16 +39,6 @@ class Secrets(dict):
         return f"<{len(self)} secrets: {', '.join(sorted(self))}>"
 
 
-def forms(value: str) -> set[str]:
-    return {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe=""),
-            urllib.parse.quote_plus(value), json.dumps(value)[1:-1]}
-
-
-def leaks(text: str, secrets: dict[str, str]) -> list[str]:
-    """The names (never the values) of the secrets found in text, in any of their forms."""
-    return sorted(name for name, value in secrets.items() if len(value) >= 8 and any(f in text for f in forms(value)))
-
-
 @pytest.fixture(scope="module")
 def secrets() -> Secrets:
     values = Secrets({name: value for name, value in local_vault().items() if name not in NOT_SECRET})
@@ -70,19 +56,19 @@ def test_no_secret_in_the_output_at_vvv_with_diff(playbook: str, extra: dict, ch
         assert "Load the vaulted values" in output, "the run must have loaded the vault for this test to mean anything"
     if succeeds:
         assert result.rc == 0, output[-3000:]
-    assert leaks(output, secrets) == [], f"{playbook} printed a secret at -vvv --diff"
+    assert leaked_secrets(output, secrets) == [], f"{playbook} printed a secret at -vvv --diff"
 
 
 def test_no_secret_in_validates_reports(secrets: Secrets) -> None:
     reports = [REPORTS / "validate.json", REPORTS / "validate.junit.xml"]
     assert all(path.exists() for path in reports), "validate.yml writes its reports (run it first)"
     for path in reports:
-        assert leaks(path.read_text(), secrets) == [], f"{path.name} holds a secret"
+        assert leaked_secrets(path.read_text(), secrets) == [], f"{path.name} holds a secret"
 
 
 def test_the_scan_finds_a_secret_in_any_of_its_forms() -> None:
     secret = "s3cr3t/va+lue=="
-    for form in forms(secret):
-        assert leaks(f"... {form} ...", {"vault_x": secret}) == ["vault_x"]
-    assert leaks("nothing here", {"vault_x": secret}) == []
+    for form in secret_forms(secret):
+        assert leaked_secrets(f"... {form} ...", {"vault_x": secret}) == ["vault_x"]
+    assert leaked_secrets("nothing here", {"vault_x": secret}) == []
     assert secret not in repr(Secrets({"vault_x": secret}))

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sapphire_testlib import LocalClusters, local_vault, run_playbook
+from sapphire_testlib import LocalClusters, leaked_secrets, local_vault, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.servers, pytest.mark.slow]
 
@@ -171,6 +171,29 @@ def test_stop_without_a_reason_is_refused_before_anything(platform: str, local_c
     assert result.rc != 0
     assert "emergency_stop_reason" in "\n".join(result.failure_messages())
     assert replicas(local_clusters, platform) == before
+
+
+def test_stop_under_check_changes_nothing_says_so_and_prints_no_secret(platform: str, local_clusters: LocalClusters,
+                                                                       halt_redis: Any) -> None:
+    """--check --diff at -vvv, as an operator rehearses the stop: each step says what it would do, and nothing is
+    done (no flag, no halt record, no agent scaled); the summary does not claim that trading stopped; no secret in the
+    output."""
+    namespace = platform
+    before = replicas(local_clusters, namespace)
+    secrets = {**local_vault(), "the halt Redis' password": halt_redis.password}
+    rehearsal = run_playbook("emergency-stop.yml", limit="local-primary", check=True, diff=True, verbosity=3,
+                             json_output=False,
+                             extra_vars=stop_vars(namespace, halt_redis, emergency_stop_reason="stop drill"))
+    output = rehearsal.stdout + rehearsal.stderr
+    assert rehearsal.rc == 0, output[-3000:]
+    assert "would be set" in output
+    assert "Check mode: nothing was changed" in output and "Trading stopped" not in output
+    assert halt_redis.client().get("sapphire:halt") is None
+    assert replicas(local_clusters, namespace) == before
+    record = local_clusters.kubectl("local-primary", "-n", namespace, "get", "configmap", "sapphire-emergency-stop",
+                                    check=False)
+    assert record.returncode != 0 and "NotFound" in record.stderr
+    assert leaked_secrets(output, secrets) == [], "emergency-stop.yml --check printed a secret at -vvv --diff"
 
 
 def test_validate_halts_trading_on_a_broken_loss_limit_only_with_auto_halt_on_loss(
