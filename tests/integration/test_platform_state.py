@@ -103,6 +103,17 @@ def test_no_cluster_reachable_a_writer_refuses_before_any_write(regions: Regions
     assert regions.servers.redis("redis-primary").dbsize() == before
 
 
+def test_a_bad_state_option_is_refused_by_name_before_the_lock_or_a_write(regions: Regions) -> None:
+    """The platform state's options are checked once for the run (the role's first task), before it reads the state
+    or takes the lock."""
+    before = regions.state("local-primary")
+    result = regions.run("deploy.yml", sapphire_state_lock_duration_seconds="soon")
+    assert result.rc != 0
+    message = " ".join("\n".join(result.failure_messages()).split())
+    assert "sapphire_state_lock_duration_seconds" in message, message
+    assert regions.state("local-primary") == before and regions.lease_holder() == ""
+
+
 def test_a_second_writer_is_refused_naming_the_first_and_emergency_stop_is_not(regions: Regions) -> None:
     command = [str(VENV_BIN / "ansible-playbook"), "deploy.yml", "-i", str(regions.servers.inventory), "-e",
                json.dumps({"trading_agents": AGENTS})]
