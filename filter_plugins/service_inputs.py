@@ -1,4 +1,5 @@
-"""Controller-side filters: everything wrong with the inputs of the redis, postgres and monitoring roles, in one pass.
+"""Controller-side filters: everything wrong with the inputs of the redis, postgres and monitoring roles (and the
+namespace role's own settings), in one pass.
 
 Each role's preflight is one assert over its filter (one task per host instead of a chain of asserts), and a refusal
 lists every problem at once, each naming its variable. A secret is passed in to be checked, never shown: no message
@@ -13,6 +14,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ansible.errors import AnsibleFilterError
+
 
 def _sibling(name: str) -> ModuleType:
     """A filter file of this directory (plugin files are not importable by name)."""
@@ -26,6 +29,7 @@ def _sibling(name: str) -> ModuleType:
 
 _inputs = _sibling("inputs")
 _quantities = _sibling("sapphire")
+_netpol = _sibling("netpol")
 
 REDIS_MEMORY = re.compile(r"^[0-9]+([kmg]b?|b)?$", re.IGNORECASE)
 PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
@@ -203,10 +207,43 @@ def monitoring_input_problems(values: dict[str, Any], on_cluster: bool, on_monit
     return problems
 
 
+POD_SECURITY_LEVELS = ("restricted", "baseline", "privileged")
+
+
+def namespace_settings_problems(namespace: Any, forbidden: list[str], quota: Any, pod_security_level: Any,
+                                cidrs: dict[str, Any], exchange_except: Any) -> list[str]:
+    """Filter: what is wrong with sapphire_namespace, namespace_quota, namespace_pod_security_level and the network
+    policies' address lists (cidrs: {variable: [CIDR, ...]}; namespace_exchange_egress_cidrs is read with
+    namespace_exchange_egress_except), each named by its variable."""
+    problems = []
+    if not isinstance(namespace, str) or len(namespace) > 63 or not _inputs.DNS_1123_LABEL.match(namespace) \
+            or namespace in forbidden:
+        problems.append(f"sapphire_namespace '{namespace}' must be a DNS-1123 label and not one of "
+                        f"{', '.join(forbidden)}")
+    if not isinstance(quota, dict):
+        problems.append(f"namespace_quota must be a mapping of resource names to quantities, not {quota!r}")
+    else:
+        problems += [f"namespace_quota.{name} ({value}) must be a Kubernetes quantity" for name, value in quota.items()
+                     if not _quantities.is_quantity(value)]
+    if pod_security_level not in POD_SECURITY_LEVELS:
+        problems.append(f"namespace_pod_security_level ({pod_security_level}) must be restricted, baseline or "
+                        "privileged")
+    for variable, values in {**cidrs, "namespace_exchange_egress_except": exchange_except}.items():
+        if not isinstance(values, list):
+            problems.append(f"{variable} must be a list of CIDRs, not {values!r}")
+            continue
+        try:
+            _netpol.ip_blocks(values, variable=variable)
+        except AnsibleFilterError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 class FilterModule:
-    """sapphire-ops filters for the data services' and monitoring's inputs."""
+    """sapphire-ops filters for the data services', monitoring's and the namespace's inputs."""
 
     def filters(self) -> dict[str, Any]:
         return {"sapphire_redis_input_problems": redis_input_problems,
                 "sapphire_postgres_input_problems": postgres_input_problems,
-                "sapphire_monitoring_input_problems": monitoring_input_problems}
+                "sapphire_monitoring_input_problems": monitoring_input_problems,
+                "sapphire_namespace_settings_problems": namespace_settings_problems}

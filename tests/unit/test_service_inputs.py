@@ -179,3 +179,44 @@ def test_monitoring_images_are_checked_in_kubernetes_mode_only() -> None:
     assert monitoring(monitoring_grafana_image="grafana/grafana:latest") == []
     (problem,) = monitoring(on_cluster=True, monitoring_mode="kubernetes", monitoring_grafana_image="grafana/grafana")
     assert problem.startswith("monitoring_grafana_image: 'grafana/grafana' is not pinned")
+
+
+# ---------------------------------------------------------------- namespace
+FORBIDDEN = ["default", "kube-system", "kube-public", "kube-node-lease"]
+QUOTA = {"requests.cpu": "64", "requests.memory": "128Gi", "pods": "200"}
+CIDRS = {"namespace_api_ingress_cidrs": ["10.0.0.0/8"], "namespace_grafana_ingress_cidrs": [],
+         "namespace_external_data_cidrs": ["10.20.0.0/16"], "namespace_kube_api_cidrs": ["10.96.0.1/32"],
+         "namespace_alert_egress_cidrs": [], "namespace_exchange_egress_cidrs": ["0.0.0.0/0"]}
+
+
+def namespace(name: Any = "trading-system", quota: Any = None, level: Any = "restricted",
+              exchange_except: Any = None, **cidrs: Any) -> list[str]:
+    return inputs.namespace_settings_problems(name, FORBIDDEN, QUOTA if quota is None else quota, level,
+                                              {**CIDRS, **cidrs}, ["10.0.0.0/8"] if exchange_except is None
+                                              else exchange_except)
+
+
+def test_sound_namespace_settings_pass() -> None:
+    assert namespace() == []
+    assert namespace(level="baseline", namespace_grafana_ingress_cidrs=["192.0.2.0/24", "2001:db8::/32"]) == []
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"name": "Trading_System"}, "sapphire_namespace 'Trading_System' must be a DNS-1123 label and not one of default"),
+    ({"name": "x" * 64}, "must be a DNS-1123 label"),
+    ({"name": "kube-system"}, "sapphire_namespace 'kube-system' must be"),
+    ({"quota": {"requests.cpu": "lots"}}, "namespace_quota.requests.cpu (lots) must be a Kubernetes quantity"),
+    ({"quota": ["64"]}, "namespace_quota must be a mapping"),
+    ({"level": "strict"}, "namespace_pod_security_level (strict) must be restricted, baseline or privileged"),
+    ({"namespace_api_ingress_cidrs": ["10.0.0.0/33"]}, "namespace_api_ingress_cidrs: '10.0.0.0/33' is not a CIDR"),
+    ({"namespace_kube_api_cidrs": "10.96.0.1/32"}, "namespace_kube_api_cidrs must be a list of CIDRs"),
+    ({"exchange_except": ["private"]}, "namespace_exchange_egress_except: 'private' is not a CIDR"),
+])
+def test_bad_namespace_settings_are_refused_naming_the_variable(values: dict[str, Any], message: str) -> None:
+    assert any(message in problem for problem in namespace(**values)), namespace(**values)
+
+
+def test_every_namespace_problem_is_listed_at_once() -> None:
+    problems = namespace(name="default", level="none", quota={"pods": "many"},
+                         namespace_alert_egress_cidrs=["mail.example.com"])
+    assert len(problems) == 4, problems
