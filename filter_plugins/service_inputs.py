@@ -102,9 +102,8 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
                                             "memory as quantities (500m, 2, 384Mi, 3Gi) with requests not above "
                                             "limits."]))
     if on_cluster and mode == "external":
-        port = values.get("redis_external_port")
-        if (not (values.get("redis_external_host") or endpoints)
-                or not _is_integer(port) or not 0 < port < 65536):
+        port = _as_int(values.get("redis_external_port"), -1)  # 6380 from YAML, "6380" from -e or a survey
+        if not (values.get("redis_external_host") or endpoints) or not 0 < port < 65536:
             problems.append("redis_mode is external: declare the endpoint of each region (hosts of group "
                             "redis_endpoints with sapphire_region, redis_external_host, redis_replication_role) or "
                             "set redis_external_host (DNS name or IP of the managed Redis); redis_external_port a "

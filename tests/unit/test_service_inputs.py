@@ -70,11 +70,19 @@ def test_digests_required_refuses_a_tag_and_reads_a_survey_string() -> None:
 @pytest.mark.parametrize("values", [
     {"redis_external_host": ""},
     {"redis_external_host": "redis.example.internal", "redis_external_port": 70000},
-    {"redis_external_host": "redis.example.internal", "redis_external_port": "6379"},
+    {"redis_external_host": "redis.example.internal", "redis_external_port": "sixty"},
+    {"redis_external_host": "redis.example.internal", "redis_external_port": True},
 ])
 def test_external_redis_needs_an_endpoint_and_a_port(values: dict[str, Any]) -> None:
     (problem,) = redis(redis_mode="external", **values)
     assert problem.startswith("redis_mode is external: declare the endpoint of each region")
+
+
+def test_the_external_port_means_the_same_from_yaml_and_from_extra_vars() -> None:
+    """-e redis_external_port=6380 and an AWX survey give a string; YAML and JSON an integer."""
+    for port in (6380, "6380", " 6380 "):
+        assert redis(redis_mode="external", redis_external_host="redis.example.internal",
+                     redis_external_port=port) == []
 
 
 def test_external_redis_endpoints_declared_as_hosts_suffice() -> None:
