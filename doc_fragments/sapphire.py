@@ -14,6 +14,17 @@ attributes:
     support: none
 """
 
+    # The cluster a Kubernetes module of the toolkit talks to.
+    KUBERNETES = r"""
+options:
+  kubeconfig:
+    description: Path of the kubeconfig; omitted means C(KUBECONFIG) or C(~/.kube/config).
+    type: path
+  context:
+    description: Context of the kubeconfig to use.
+    type: str
+"""
+
     KEY_PREFIX = r"""
 options:
   key_prefix:

@@ -15,15 +15,15 @@ description:
     every agent Deployment scaled to zero by server-side apply with its count kept in the
     C(sapphire.io/halted-replicas) annotation; the NetworkPolicy C(agents-exchange-egress) is deleted once the record
     holding it is written.
-  - Best effort per step: a failing step is reported in I(steps) with C(status=failed) and the others still run;
+  - Best effort per step; a failing step is reported in I(steps) with C(status=failed) and the others still run;
     the module itself fails only on bad arguments. Idempotent; a count recorded by an earlier stop is kept.
   - Check mode sends every write with C(dryRun=All) (the API server admits or refuses it, nothing is stored) and
     does not touch Redis.
   - The decisions (the scale patches, which priority classes the quota names) are this module's functions
     C(halt_scale), C(needs_scale) and C(quota_classes), unit-tested in tests/unit/test_emergency_stop_module.py.
+extends_documentation_fragment:
+  - sapphire.kubernetes
 options:
-  kubeconfig: {description: Path of the kubeconfig., type: path}
-  context: {description: Its context., type: str}
   namespace: {description: The platform's namespace., type: str, required: true}
   field_manager: {description: Server-side apply field manager (resume.yml uses the same)., type: str,
                   default: sapphire-ops-emergency-stop}
@@ -35,7 +35,7 @@ options:
   set_flag: {description: Set the halt flag (false when the caller halts elsewhere)., type: bool, default: true}
   redis_targets:
     description:
-      - C({host, port}) of the Redis servers to halt, all written at once with SET NX: the live primary takes the
+      - C({host, port}) of the Redis servers to halt, all written at once with SET NX - the live primary takes the
         flag (or has it), a replica refuses with READONLY and has it by replication, so no platform state is needed
         to find the primary. The step fails when no server took or had it. A server of the platform topology
         (C({host, address, port}), host its inventory name) is reached at its address.

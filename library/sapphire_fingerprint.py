@@ -14,7 +14,7 @@ description:
     checks. This module lets it skip them on a host nothing has touched since the last complete converge.
   - The fingerprint has two parts. The inputs digest (computed on the controller by the role host_fingerprint) covers
     the role's public variables, the values it derives from the inventory and the platform state, and the code of the
-    toolkit. The observed state is read here: each named path (type, mode, owner, group and, for files, a SHA-256 of the
+    toolkit. The observed state is read here, each named path (type, mode, owner, group and, for files, a SHA-256 of the
     content), each server process (the pid in its pid file, that process's start time and command line) and the
     installed version of each named package (from dpkg's status file).
   - With O(record=false) (check) the host is converged when a fingerprint file exists, O(force) is false, and both parts
@@ -22,9 +22,9 @@ description:
     converge ran. Nothing is written.
   - With O(record=true) the fingerprint of the state just converged is written to O(path) (mode 0600, owner root),
     atomically; C(changed) only when its content changes. In check mode nothing is written.
-  - Not covered (the detailed converge checks them when it runs; validate checks the servers' health on every run):
-    state inside a server (PostgreSQL roles and schema, Redis runtime CONFIG SET). O(force) (the playbook variable
-    deploy_full_check) runs the detailed converge.
+  - Not covered is the state inside a server (PostgreSQL roles and schema, Redis runtime CONFIG SET); the detailed
+    converge checks it when it runs, and validate checks the servers' health on every run. O(force) (the playbook
+    variable deploy_full_check) runs the detailed converge.
 version_added: "1.0.0"
 author: sapphire-ops
 options:

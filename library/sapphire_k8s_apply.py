@@ -17,19 +17,15 @@ description:
   - Compared are the fields the definition sets (status and the fields the API server adds aside). Each object but a
     Secret is annotated with C(sapphire.io/applied-hash), a digest of its definition, so a field the definition stops
     setting is noticed too. A Secret is compared by its data, and carries no digest of it.
-  - An object without C(metadata.namespace) is read as cluster-scoped (a Namespace, a PriorityClass): give every
+  - An object without C(metadata.namespace) is read as cluster-scoped (a Namespace, a PriorityClass), so give every
     namespaced object its namespace.
   - Runs as an action plugin (action_plugins/sapphire_k8s_apply.py) that composes the two modules; check mode and diff
     are those of C(kubernetes.core.k8s). With C(no_log) on the task nothing of the objects is shown.
 version_added: "1.0.0"
 author: sapphire-ops
+extends_documentation_fragment:
+  - sapphire.kubernetes
 options:
-  kubeconfig:
-    description: Path of the kubeconfig; omitted means C(KUBECONFIG) or C(~/.kube/config).
-    type: path
-  context:
-    description: Context of the kubeconfig to use.
-    type: str
   definition:
     description: The objects, each with C(apiVersion), C(kind) and C(metadata.name).
     type: list

@@ -19,13 +19,9 @@ description:
   - Read-only; runs in check mode.
 version_added: "1.0.0"
 author: sapphire-ops
+extends_documentation_fragment:
+  - sapphire.kubernetes
 options:
-  kubeconfig:
-    description: Path of the kubeconfig; omitted means C(KUBECONFIG) or C(~/.kube/config).
-    type: path
-  context:
-    description: Context of the kubeconfig to use.
-    type: str
   namespace:
     description: The namespace to list; omitted for cluster-scoped kinds (Node, StorageClass, PersistentVolume).
     type: str

@@ -140,7 +140,7 @@ role:
   type: str
 read_only:
   description:
-    - Whether new transactions are read-only (C(default_transaction_read_only)): a primary fenced over the network
+    - Whether new transactions are read-only (C(default_transaction_read_only)); a primary fenced over the network
       by a DR switch (postgres role, remote_fence) takes no application write.
   returned: when the server was reachable
   type: bool
@@ -150,7 +150,7 @@ position:
       the current write position on a primary and the replayed position on a standby; C(receive_lsn),
       C(replay_lsn), C(replay_delay_seconds), C(last_contact_seconds) (since the last message from the
       primary; none once the link is gone), C(paused) (WAL replay paused) and C(last_replay_age_seconds) (since
-      the commit of the last transaction replayed: with the primary gone, an upper bound of the writes that can
+      the commit of the last transaction replayed - with the primary gone, an upper bound of the writes that can
       be missing) are set on a standby only, C(replay_lsn) also on a promoted primary (the last record it replayed
       before its promotion).
   returned: when the server was reachable
