@@ -4,6 +4,7 @@ that loads it, in a small playbook of two tasks on three hosts."""
 
 from __future__ import annotations
 
+import configparser
 import os
 import subprocess
 import sys
@@ -71,8 +72,11 @@ def test_without_the_callback_every_worker_loads_the_filters(tmp_path: Path) -> 
 
 
 def test_the_callback_loads_the_filters_once_in_the_main_process(tmp_path: Path) -> None:
-    """Found through ansible.cfg's callback_plugins (playbooks/*.yml run directly)."""
-    main, loaded_by = run(tmp_path, callback_path=CALLBACKS)
+    """Found through the project's ansible.cfg (callback_plugins, relative to the project; playbooks/*.yml run
+    directly)."""
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / "ansible.cfg")
+    main, loaded_by = run(tmp_path, callback_path=REPO_ROOT / config["defaults"]["callback_plugins"])
     assert loaded_by == [main]
 
 
