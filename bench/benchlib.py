@@ -47,7 +47,8 @@ NAMESPACE_QUOTA: dict[str, str] = {
     "pods": "600", "persistentvolumeclaims": "20", "requests.storage": "500Gi", "requests.google.com/tpu": "96",
 }
 
-SECRET_NAMES = ("redis_password", "postgres_password", "postgres_replication_password", "sapphire_exchange_api_key",
+SECRET_NAMES = ("redis_password", "postgres_password", "postgres_replication_password", "postgres_agent_password",
+                "postgres_coordinator_password", "postgres_monitor_password", "sapphire_exchange_api_key",
                 "sapphire_exchange_api_secret", "sapphire_telegram_bot_token", "grafana_admin_password")
 
 # Targets of issue 6, reported (never asserted).

@@ -116,6 +116,11 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
     return problems
 
 
+# The owner's, the replication user's and one password per purpose's login (roles/postgres/vars/main.yml).
+POSTGRES_PASSWORDS = ("postgres_password", "postgres_replication_password", "postgres_agent_password",
+                      "postgres_coordinator_password", "postgres_monitor_password")
+
+
 def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints: list[str], tables: list[str],
                             digests_required: Any) -> list[str]:
     """Filter: what is wrong with the postgres role's variables ({name: value}) for this host.
@@ -125,10 +130,10 @@ def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints:
     """
     problems = []
     mode = values.get("postgres_mode")
-    if not (_secret_set(values.get("postgres_password"), 8)
-            and _secret_set(values.get("postgres_replication_password"), 8)):
-        problems.append("postgres_password and postgres_replication_password must be set (8+ characters): define "
-                        "vault_postgres_password and vault_postgres_replication_password in the vault file "
+    unset = [name for name in POSTGRES_PASSWORDS if not _secret_set(values.get(name), 8)]
+    if unset:
+        problems.append(f"{', '.join(unset)} must be set (8+ characters): define "
+                        f"{', '.join('vault_' + name for name in unset)} in the vault file "
                         "sapphire_vault_file names (vault/<env>.yml, `make vault` for the local default).")
     if on_cluster and mode == "kubernetes":
         problems += _inputs.image_problems(

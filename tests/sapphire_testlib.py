@@ -68,6 +68,95 @@ def postgres_app(port: int, password: str) -> Any:
                            autocommit=True, connect_timeout=10)
 
 
+# The logins per purpose of the postgres role (roles/postgres/vars/main.yml) with their default names.
+POSTGRES_LOGIN_NAMES = {"postgres_user": "sapphire", "postgres_agent_user": "sapphire_agent",
+                        "postgres_coordinator_user": "sapphire_coordinator",
+                        "postgres_monitor_user": "sapphire_monitor"}
+
+
+def postgres_role_logins() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The postgres role's __postgres_logins and __postgres_grants, rendered with the default login names."""
+    from jinja2.nativetypes import NativeEnvironment
+
+    data = yaml.safe_load((REPO_ROOT / "roles" / "postgres" / "vars" / "main.yml").read_text())
+    env = NativeEnvironment()
+    context = {**POSTGRES_LOGIN_NAMES, "__postgres_tables": data["__postgres_tables"]}
+
+    def render(value: Any) -> Any:
+        if isinstance(value, str) and "{{" in value:
+            return env.from_string(value).render(**context)
+        if isinstance(value, list):
+            return [render(item) for item in value]
+        if isinstance(value, dict):
+            return {key: render(item) for key, item in value.items()}
+        return value
+
+    return render(data["__postgres_logins"]), render(data["__postgres_grants"])
+
+
+def postgres_identities_sql(database: str = "sapphire") -> str:
+    """The SQL the cluster's init Job runs to converge the logins (filter sapphire_postgres_grants_sql)."""
+    sys.path.insert(0, str(REPO_ROOT / "filter_plugins"))
+    try:
+        import postgres_grants
+    finally:
+        sys.path.pop(0)
+    logins, grants = postgres_role_logins()
+    return postgres_grants.grants_sql(logins, grants, database)
+
+
+_TRADE = ("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, order_id) "
+          "VALUES (now(), 'BTCUSDT', 'momentum', 'buy', 1, 50000, 'privilege-probe')")
+_DECISION = "INSERT INTO agent_decisions (timestamp, agent_id, symbol, decision) VALUES (now(), 'm', 'BTCUSDT', 'hold')"
+# What each login per purpose may and may not do: (login, statement, allowed). The epoch statements need the fence
+# table.
+POSTGRES_PRIVILEGES = [
+    ("sapphire_agent", _TRADE, True),
+    ("sapphire_agent", _DECISION, True),
+    ("sapphire_agent", "SELECT count(*) FROM trades", True),
+    ("sapphire_agent", "DELETE FROM trades", False),
+    ("sapphire_agent", "UPDATE trades SET price = 0", False),
+    ("sapphire_agent", "TRUNCATE trades", False),
+    ("sapphire_agent", "CREATE TABLE privilege_probe (x int)", False),
+    ("sapphire_agent", "DROP TABLE signals", False),
+    ("sapphire_agent", "SELECT epoch FROM sapphire_epoch FOR SHARE", True),
+    ("sapphire_agent", "UPDATE sapphire_epoch SET epoch = epoch + 1", False),
+    ("sapphire_coordinator", "SELECT count(*) FROM trades", True),
+    ("sapphire_coordinator", _DECISION, True),
+    ("sapphire_coordinator", _TRADE, False),
+    ("sapphire_coordinator", "DELETE FROM agent_decisions", False),
+    ("sapphire_coordinator", "SELECT epoch FROM sapphire_epoch FOR SHARE", True),
+    ("sapphire_monitor", "SELECT count(*) FROM trades", True),
+    ("sapphire_monitor", "SELECT epoch FROM sapphire_epoch", True),
+    ("sapphire_monitor", "SELECT count(*) FROM pg_ls_waldir()", True),  # pg_monitor's
+    ("sapphire_agent", "SELECT count(*) FROM pg_ls_waldir()", False),
+    ("sapphire_monitor", _TRADE, False),
+    ("sapphire_monitor", "UPDATE sapphire_epoch SET epoch = epoch", False),
+]
+
+
+def postgres_privilege_problems(port: int, passwords: dict[str, str], database: str = "sapphire") -> list[str]:
+    """Each statement of POSTGRES_PRIVILEGES run (and rolled back) as its login over TCP; what went otherwise than
+    intended. passwords: {login: password}."""
+    import psycopg
+
+    problems = []
+    for login, statement, allowed in POSTGRES_PRIVILEGES:
+        with psycopg.connect(host="127.0.0.1", port=port, user=login, password=passwords[login], dbname=database,
+                             connect_timeout=10) as conn:
+            try:
+                conn.execute(statement)
+                outcome = "allowed"
+            except psycopg.errors.InsufficientPrivilege:
+                outcome = "denied"
+            except psycopg.Error as exc:
+                outcome = f"failed ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            conn.rollback()
+        if outcome != ("allowed" if allowed else "denied"):
+            problems.append(f"{login}: {statement!r} {outcome}, intended {'allowed' if allowed else 'denied'}")
+    return problems
+
+
 @dataclass
 class PlaybookResult:
     """What one ansible-playbook run did, parsed from the json callback."""

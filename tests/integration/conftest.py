@@ -23,13 +23,17 @@ from typing import Any
 
 import pytest
 import requests
-from sapphire_testlib import wait_for
+from sapphire_testlib import postgres_identities_sql, postgres_role_logins, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SCHEMA = REPO_ROOT / "roles" / "postgres" / "files" / "schema.sql"
 REDIS_PASSWORD = "redis-test-Secret-1"
 POSTGRES_PASSWORD = "pg-test-Secret-1"
+# The passwords of the logins per purpose (roles/postgres/vars/main.yml) every test primary has.
+POSTGRES_LOGIN_PASSWORDS = {"postgres_agent_password": "pg-agent-Secret-1",
+                            "postgres_coordinator_password": "pg-coordinator-Secret-1",
+                            "postgres_monitor_password": "pg-monitor-Secret-1"}
 AGENTS = [
     {"name": "momentum", "strategy": "momentum", "tier": "standard", "replicas": 2},
     {"name": "sentiment", "strategy": "sentiment", "tier": "heavy", "replicas": 1},
@@ -223,6 +227,14 @@ def start_postgres_primary(tmp: Path) -> PostgresServer:
                          "-d", "sapphire", "-v", "ON_ERROR_STOP=1", "-q", "-f", "-", input=SCHEMA.read_text(),
                          check=False)
     assert schema.returncode == 0, schema.stderr
+    # The logins per purpose, converged by the SQL the cluster's init Job runs (passwords from the environment).
+    logins, _ = postgres_role_logins()
+    identities = as_postgres(str(PG_BIN / "psql"), "-h", str(server.directory), "-p", str(server.port),
+                             "-U", "postgres", "-d", "sapphire", "-q", "-f", "-", input=postgres_identities_sql(),
+                             check=False,
+                             env={**os.environ, **{login["env"]: POSTGRES_LOGIN_PASSWORDS[login["password"]]
+                                                   for login in logins}})
+    assert identities.returncode == 0, identities.stderr
     return server
 
 

@@ -106,7 +106,10 @@ class DataServers:
         ports = {"pg-primary": pg_primary, "pg-dr": pg_dr, "redis-primary": redis_primary, "redis-dr": redis_dr}
         secrets = {"postgres_password": f"app-{uuid.uuid4().hex}",
                    "postgres_replication_password": f"repl:{uuid.uuid4().hex}\\x",
-                   "redis_password": f"redis-{uuid.uuid4().hex}"}
+                   "redis_password": f"redis-{uuid.uuid4().hex}",
+                   "postgres_agent_password": f"agent-{uuid.uuid4().hex}",
+                   "postgres_coordinator_password": f"coordinator-{uuid.uuid4().hex}",
+                   "postgres_monitor_password": f"monitor-{uuid.uuid4().hex}"}
         store: dict[str, Any] = {}
         if backup_store:
             port = free_port_block(10)

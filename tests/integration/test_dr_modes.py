@@ -53,7 +53,8 @@ def test_the_managed_environments_list_the_provider_steps_under_check(environmen
     env = {"SAPPHIRE_LOCAL_DIR": str(local_dir)}
     inventory = Path(__file__).resolve().parents[2] / "inventories" / environment
     vault = {f"vault_{name}": "not-a-secret" for name in (
-        "redis_password", "postgres_password", "postgres_replication_password", "exchange_api_key",
+        "redis_password", "postgres_password", "postgres_replication_password", "postgres_agent_password",
+        "postgres_coordinator_password", "postgres_monitor_password", "exchange_api_key",
         "exchange_api_secret", "telegram_bot_token", "grafana_admin_password", "backup_store_access_key",
         "backup_store_secret_key")}
     (local_dir / "vault.yml").write_text(yaml.safe_dump(vault))

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import POSTGRES_LOGIN_PASSWORDS
 from sapphire_testlib import LocalClusters, leaked_secrets, local_vault, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.servers, pytest.mark.slow]
@@ -210,7 +211,8 @@ def test_validate_halts_trading_on_a_broken_loss_limit_only_with_auto_halt_on_lo
             namespace, halt_redis, validate_components=["agents"], validate_report_dir=str(tmp_path),
             validate_redis_endpoint={"host": "127.0.0.1", "port": halt_redis.port},
             validate_postgres_endpoint={"host": "127.0.0.1", "port": throwaway_postgres.port},
-            postgres_password=throwaway_postgres.password, validate_max_hourly_loss=1000, **extra))
+            postgres_monitor_password=POSTGRES_LOGIN_PASSWORDS["postgres_monitor_password"],
+            validate_max_hourly_loss=1000, **extra))
 
     report_only = validate()
     assert report_only.rc != 0, "a broken loss limit fails validate"

@@ -25,7 +25,7 @@ import psycopg
 import pytest
 import testinfra
 import yaml
-from sapphire_testlib import postgres_admin, postgres_app
+from sapphire_testlib import postgres_admin, postgres_app, postgres_privilege_problems
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -103,7 +103,10 @@ def pair(playbook_runner: Callable[..., Any]) -> Iterator[Pair]:
     })
     # The replication password carries the two characters a libpq passfile must escape.
     secrets = {"postgres_password": f"app-{uuid.uuid4().hex}",
-               "postgres_replication_password": f"repl:{uuid.uuid4().hex}\\x"}
+               "postgres_replication_password": f"repl:{uuid.uuid4().hex}\\x",
+               "postgres_agent_password": f"agent-{uuid.uuid4().hex}",
+               "postgres_coordinator_password": f"coordinator-{uuid.uuid4().hex}",
+               "postgres_monitor_password": f"monitor-{uuid.uuid4().hex}"}
     pg = Pair(root=root, inventory=inventory, local_dir=local_dir, ports=ports, secrets=secrets, run=playbook_runner)
     result = pg.run(CONVERGE, inventory, extra_vars=secrets)
     try:
@@ -160,6 +163,18 @@ def test_app_user_sees_replication_state_for_health_checks(pair: Pair) -> None:
         assert state.fetchone() == ("streaming",)
         assert conn.execute("SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user").fetchone() \
             == (False, False)
+
+
+def test_each_login_per_purpose_may_do_only_what_its_component_needs(pair: Pair) -> None:
+    passwords = {"sapphire_agent": pair.secrets["postgres_agent_password"],
+                 "sapphire_coordinator": pair.secrets["postgres_coordinator_password"],
+                 "sapphire_monitor": pair.secrets["postgres_monitor_password"]}
+    assert postgres_privilege_problems(pair.ports["pg-primary"], passwords) == []
+    with pair.admin("pg-primary") as conn:
+        attributes = conn.execute("SELECT rolname, rolsuper OR rolcreaterole OR rolcreatedb OR rolreplication "
+                                  "FROM pg_roles WHERE rolname = ANY (%s) ORDER BY rolname",
+                                  (list(passwords),)).fetchall()
+    assert attributes == [(name, False) for name in sorted(passwords)]
 
 
 def test_pg_hba_refuses_what_does_not_need_access(pair: Pair) -> None:

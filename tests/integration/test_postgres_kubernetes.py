@@ -22,6 +22,8 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = f"render-{uuid.uuid4().hex}"
 REPLICATION_PASSWORD = f"replica-{uuid.uuid4().hex}"
+LOGIN_PASSWORDS = {f"postgres_{login}_password": f"{login}-{uuid.uuid4().hex}"
+                   for login in ("agent", "coordinator", "monitor")}
 TABLES = ["trades", "agent_decisions", "signals", "liquidations", "whale_transactions"]
 
 
@@ -38,6 +40,7 @@ def render(run_playbook: Callable[..., Any], tmp_path: Path, **extra: Any) -> li
         ]}]))
     variables = {"sapphire_namespace": "trading-system", "sapphire_release": "2026.11.0",
                  "postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
+                 **LOGIN_PASSWORDS,
                  "ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
     result = run_playbook(str(playbook), "localhost,", extra_vars=variables)
     assert result.rc == 0, result.explain()
@@ -162,7 +165,7 @@ def test_image_tag_latest_is_rejected(tmp_path: Path, playbook_runner: Callable[
     playbook.write_text(yaml.safe_dump([{"name": "Deploy", "hosts": "clusters", "gather_facts": False,
                                          "roles": [{"role": "postgres"}]}]))
     result = playbook_runner(str(playbook), inventory, extra_vars={
-        "postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
+        "postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD, **LOGIN_PASSWORDS,
         "postgres_image": "timescale/timescaledb:latest", "ansible_connection": "local",
         "ansible_python_interpreter": sys.executable, "k8s_kubeconfig": "/nonexistent", "k8s_context": "none",
         "sapphire_namespace": "trading-system", "sapphire_release": "2026.11.0"})
@@ -224,6 +227,7 @@ def test_apply_is_admitted_and_the_pvc_binds(tmp_path: Path, scratch_namespace: 
     playbook.write_text(yaml.safe_dump([{"name": "Deploy postgres", "hosts": "clusters", "gather_facts": False,
                                          "roles": [{"role": "postgres"}]}]))
     variables = {"postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
+                 **LOGIN_PASSWORDS,
                  "postgres_mode": "kubernetes", "sapphire_namespace": namespace, "sapphire_release": "2026.11.0",
                  "ansible_connection": "local", "ansible_python_interpreter": sys.executable}
     first = playbook_runner(str(playbook), inventory, extra_vars=variables)

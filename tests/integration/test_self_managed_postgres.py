@@ -2,9 +2,10 @@
 reaches over the network with an administrative login but whose host it cannot log in to.
 
 A throw-away primary and its streaming standby (tests/integration/conftest.py) stand for the two regions' servers.
-- remote_fence on the primary: the application user can no longer log in, its open session is ended, a new
-  transaction is read-only even for a superuser, the last WAL position is read; a second run changes nothing.
-- remote_promote on the standby once it replayed that position: a writable primary the application logs in to
+- remote_fence on the primary: no login that writes (the owner, the agents', the coordinator's) can log in any
+  more, their open sessions are ended, a new transaction is read-only even for a superuser, the last WAL position
+  is read; a second run changes nothing.
+- remote_promote on the standby once it replayed that position: a writable primary the agents log in to
   (the fence's NOLOGIN had replicated to it), nothing lost; a second run changes nothing; --check promotes nothing.
 """
 
@@ -19,7 +20,13 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import PostgresServer, start_postgres_primary, start_postgres_standby, traversable_tmp
+from conftest import (
+    POSTGRES_LOGIN_PASSWORDS,
+    PostgresServer,
+    start_postgres_primary,
+    start_postgres_standby,
+    traversable_tmp,
+)
 from sapphire_testlib import PlaybookResult, run_playbook, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -58,8 +65,14 @@ def admin(server: PostgresServer) -> psycopg.Connection:
                            dbname="sapphire", autocommit=True)
 
 
+def agent(server: PostgresServer) -> psycopg.Connection:
+    """The agents' login (the logins per purpose of the postgres role)."""
+    return psycopg.connect(host="127.0.0.1", port=server.port, user="sapphire_agent", dbname="sapphire",
+                           password=POSTGRES_LOGIN_PASSWORDS["postgres_agent_password"], autocommit=True)
+
+
 def insert_trade(server: PostgresServer, order_id: str) -> None:
-    with server.connect() as conn:
+    with agent(server) as conn:
         conn.execute("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, order_id) "
                      "VALUES (now(), 'BTCUSDT', 'momentum', 'buy', 1, 50000, %s)", (order_id,))
 
@@ -67,19 +80,24 @@ def insert_trade(server: PostgresServer, order_id: str) -> None:
 def test_the_fenced_primary_takes_no_application_write(pair: dict[str, PostgresServer]) -> None:
     primary = pair["primary"]
     insert_trade(primary, "before-fence")
-    session = primary.connect()  # an application session open across the fence
+    session = primary.connect()  # an owner's session and an agent's open across the fence
     session.execute("SELECT 1")
+    agent_session = agent(primary)
+    agent_session.execute("SELECT 1")
 
     result = run(primary, "remote_fence")
     assert result.rc == 0, result.explain()
     fence = recorded(result)["remote_fence"]
     assert fence["was_primary"] is True or fence["was_primary"] == "True", fence
-    assert fence["app_sessions_ended"] >= 1, fence
+    assert fence["app_sessions_ended"] >= 2, fence
 
-    with pytest.raises(psycopg.OperationalError):
-        session.execute("SELECT 1")  # ended by the fence
+    for ended in (session, agent_session):
+        with pytest.raises(psycopg.OperationalError):
+            ended.execute("SELECT 1")  # ended by the fence
     with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
         primary.connect()
+    with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
+        agent(primary)
     with admin(primary) as conn, pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
         conn.execute("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, order_id) "
                      "VALUES (now(), 'BTCUSDT', 'momentum', 'buy', 1, 50000, 'superuser-after-fence')")

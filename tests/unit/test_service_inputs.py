@@ -99,6 +99,8 @@ def test_a_replica_needs_another_redis_host_as_its_primary(replica_of: str) -> N
 
 
 POSTGRES = {"postgres_password": "app-password-1", "postgres_replication_password": "repl-password-1",
+            "postgres_agent_password": "agent-password-1", "postgres_coordinator_password": "coord-password-1",
+            "postgres_monitor_password": "monitor-password-1",
             "postgres_mode": "kubernetes", "postgres_image": "timescale/timescaledb:2.14.2-pg16",
             "postgres_exporter_image": "prometheuscommunity/postgres-exporter:v0.15.0",
             "postgres_retention_days": {"trades": 90, "signals": 30}, "postgres_external_host": ""}
@@ -116,11 +118,19 @@ def test_sound_postgres_inputs_pass() -> None:
 
 
 @pytest.mark.parametrize("values", [{"postgres_password": "short"}, {"postgres_replication_password": ""},
-                                    {"postgres_password": None}])
-def test_postgres_passwords_of_fewer_than_8_characters_are_refused_without_their_value(values: dict[str, Any]) -> None:
+                                    {"postgres_password": None}, {"postgres_agent_password": "short"},
+                                    {"postgres_coordinator_password": ""}, {"postgres_monitor_password": None}])
+def test_postgres_passwords_of_fewer_than_8_characters_are_refused_by_name_without_their_value(
+        values: dict[str, Any]) -> None:
     (problem,) = postgres(**values)
-    assert problem.startswith("postgres_password and postgres_replication_password must be set (8+ characters)")
+    (name,) = values
+    assert problem.startswith(f"{name} must be set (8+ characters): define vault_{name} in the vault file")
     assert "short" not in problem
+
+
+def test_every_unset_postgres_password_is_named_at_once() -> None:
+    (problem,) = postgres(postgres_agent_password="", postgres_monitor_password="")
+    assert problem.startswith("postgres_agent_password, postgres_monitor_password must be set")
 
 
 @pytest.mark.parametrize("retention", [{"trades": 90}, {"trades": 90, "signals": 0}, {"trades": 90, "signals": "30"},

@@ -1,0 +1,67 @@
+"""Each component gets only its own Secret: the rendered pods of the coordinator, the agents and PostgreSQL read
+the database login of their purpose, and only the PostgreSQL pods (the server, its init Job) read the owner's."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sapphire_testlib import run_playbook
+from test_network_policies import placeholder_secrets
+
+
+def render(tmp_path: Path, role: str, **extra: Any) -> list[dict[str, Any]]:
+    target = tmp_path / f"{role}.json"
+    result = run_playbook("tests/unit/playbooks/render.yml", "inventories/local", limit="local-primary",
+                          extra_vars={"render_file": str(target), "render_role": role,
+                                      **placeholder_secrets("inventories/local"), **extra})
+    assert result.rc == 0, result.explain()
+    return json.loads(target.read_text())["items"]
+
+
+def secrets_read(container: dict[str, Any]) -> set[str]:
+    return {variable["valueFrom"]["secretKeyRef"]["name"] for variable in container.get("env", [])
+            if "secretKeyRef" in variable.get("valueFrom", {})}
+
+
+def pod_spec(item: dict[str, Any]) -> dict[str, Any]:
+    return item["spec"]["template"]["spec"]
+
+
+def test_the_coordinator_and_each_agent_read_only_their_own_database_login(tmp_path: Path) -> None:
+    deployments = [item for item in render(tmp_path, "agents") if item["kind"] == "Deployment"]
+    assert len(deployments) > 1
+    for item in deployments:
+        name = item["metadata"]["name"]
+        wanted = "postgres-coordinator-credentials" if name == "trading-coordinator" else "postgres-agent-credentials"
+        for container in pod_spec(item)["containers"]:
+            database_logins = {secret for secret in secrets_read(container) if secret.startswith("postgres-")}
+            assert database_logins == {wanted}, name
+
+
+def test_the_database_owner_s_login_stays_with_the_postgres_pods(tmp_path: Path) -> None:
+    items = render(tmp_path, "postgres", postgres_mode="kubernetes")
+    containers = {container["name"]: container for item in items if item["kind"] in ("StatefulSet", "Job")
+                  for container in pod_spec(item)["containers"]}
+    assert secrets_read(containers["postgres"]) == {"postgres-credentials"}
+    assert secrets_read(containers["postgres-exporter"]) == {"postgres-monitor-credentials"}
+    # The init Job converges every login, so it reads each one's password (and the owner's to log in).
+    init = containers["schema"]
+    assert secrets_read(init) == {"postgres-credentials", "postgres-agent-credentials",
+                                  "postgres-coordinator-credentials", "postgres-monitor-credentials"}
+    assert {variable["valueFrom"]["secretKeyRef"]["key"] for variable in init["env"]
+            if variable["valueFrom"]["secretKeyRef"]["name"] != "postgres-credentials"} == {"password"}
+    assert "identities.sql" in " ".join(init["command"])
+    (config,) = [item for item in items if item["kind"] == "ConfigMap"]
+    assert "render-only" not in json.dumps(config)  # no password in the ConfigMap
+    assert '\\getenv sapphire_password POSTGRES_AGENT_PASSWORD' in config["data"]["identities.sql"]
+
+
+def test_every_login_has_its_secret_in_the_namespace(tmp_path: Path) -> None:
+    target = tmp_path / "secrets.json"
+    render(tmp_path, "namespace", namespace_secrets_manifest_file=str(target))
+    secrets = {item["metadata"]["name"]: set(item["data"]) for item in json.loads(target.read_text())["items"]}
+    for name in ("postgres-credentials", "postgres-agent-credentials", "postgres-coordinator-credentials",
+                 "postgres-monitor-credentials"):
+        assert secrets[name] == {"username", "password", "database"}, name
