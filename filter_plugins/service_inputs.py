@@ -73,6 +73,10 @@ def _resources_valid(resources: Any) -> bool:
     return True
 
 
+# The passwords of the ACL users per purpose (roles/redis/vars/main.yml __redis_acl_users).
+REDIS_USER_PASSWORDS = ("redis_agent_password", "redis_replication_password", "redis_monitor_password")
+
+
 def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host: bool, host: str,
                          redis_hosts: list[str], endpoints: list[str], digests_required: Any,
                          vault_hint: str) -> list[str]:
@@ -85,6 +89,11 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
     mode = values.get("redis_mode")
     if not _secret_set(values.get("redis_password")):
         problems.append(f"redis_password is empty: {vault_hint}")
+    unset = [name for name in REDIS_USER_PASSWORDS if name in values and not _secret_set(values.get(name), 8)]
+    if unset:
+        problems.append(f"{', '.join(unset)} must be set (8+ characters): define "
+                        f"{', '.join('vault_' + name for name in unset)} in the vault file sapphire_vault_file names "
+                        "(a Redis with one AUTH string maps them to redis_password in its inventory).")
     if mode == "kubernetes":
         problems += _inputs.image_problems({name: values.get(name) for name in ("redis_image", "redis_exporter_image")},
                                            digests_required)

@@ -40,7 +40,10 @@ options:
     description: Working directory of the process.
     type: path
   environment:
-    description: Extra environment variables for the process.
+    description:
+      - Extra environment variables for the process.
+      - A running process that started with other values of them (a rotated password, a new address) is restarted
+        with state V(started), as one running another command is. The values are compared in memory, never returned.
     type: dict
     default: {}
   user:
@@ -119,6 +122,7 @@ import os
 import signal
 import socket
 import time
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -141,6 +145,27 @@ def process_alive(pid: int) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def process_environment(pid: int) -> dict[str, str] | None:
+    """The environment a live process started with (/proc/<pid>/environ), or None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            raw = handle.read()
+    except OSError:
+        return None
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {key.decode("utf-8", "replace"): value.decode("utf-8", "replace") for key, value in pairs}
+
+
+def environment_differs(pid: int, wanted: dict[str, Any]) -> bool:
+    """Whether the running process was started with other values of the wanted variables (a new password, a new
+    address): it is then restarted as a changed command would be. Unreadable counts as different only when variables
+    are wanted."""
+    if not wanted:
+        return False
+    current = process_environment(pid)
+    return current is None or any(current.get(key) != str(value) for key, value in wanted.items())
 
 
 def process_cmdline(pid: int) -> list[str] | None:
@@ -272,7 +297,7 @@ def main() -> None:
     if current is not None and command and os.path.basename(current[0]) != os.path.basename(command[0]):
         current = None  # stale pid file: the pid now belongs to another program
     running = current is not None
-    same_command = running and current == command
+    same_command = running and current == command and not environment_differs(pid, params["environment"])
 
     if params["state"] == "stopped":
         if running:

@@ -105,6 +105,79 @@ def postgres_identities_sql(database: str = "sapphire") -> str:
     return postgres_grants.grants_sql(logins, grants, database)
 
 
+# The ACL users per purpose of the redis role (roles/redis/defaults and vars/main.yml) with their default names.
+def redis_role_acl_users() -> list[dict[str, Any]]:
+    """The redis role's __redis_acl_users, rendered with the role's defaults."""
+    from jinja2.nativetypes import NativeEnvironment
+
+    defaults = yaml.safe_load((REPO_ROOT / "roles" / "redis" / "defaults" / "main.yml").read_text())
+    data = yaml.safe_load((REPO_ROOT / "roles" / "redis" / "vars" / "main.yml").read_text())
+    env = NativeEnvironment()
+    users = []
+    for entry in data["__redis_acl_users"]:
+        users.append({key: env.from_string(value).render(**defaults) if isinstance(value, str) and "{{" in value
+                      else value for key, value in entry.items()})
+    return users
+
+
+def redis_acl_args(passwords: dict[str, str]) -> list[str]:
+    """redis-server arguments that create the role's ACL users; passwords: {password variable: value}."""
+    args: list[str] = []
+    for user in redis_role_acl_users():
+        args += ["--user", user["user"], "reset", "on", ">" + passwords[user["password"]], *str(user["rules"]).split()]
+    return args
+
+
+# What each Redis ACL user may and may not do: (user, command, allowed).
+REDIS_PERMISSIONS = [
+    ("sapphire-agent", ("HSET", "sapphire:agent:probe:heartbeat", "ts", "1"), True),
+    ("sapphire-agent", ("HINCRBYFLOAT", "sapphire:portfolio", "value", "0"), True),
+    ("sapphire-agent", ("HSETNX", "sapphire:circuit:probe", "state", "closed"), True),
+    ("sapphire-agent", ("GET", "sapphire:halt"), True),
+    ("sapphire-agent", ("GET", "sapphire:epoch"), True),
+    ("sapphire-agent", ("PING",), True),
+    ("sapphire-agent", ("SET", "sapphire:halt", "cleared-by-an-agent"), False),
+    ("sapphire-agent", ("DEL", "sapphire:halt"), False),
+    ("sapphire-agent", ("SET", "sapphire:epoch", "0"), False),
+    ("sapphire-agent", ("FLUSHALL",), False),
+    ("sapphire-agent", ("CONFIG", "SET", "maxmemory-policy", "noeviction"), False),
+    ("sapphire-agent", ("REPLICAOF", "NO", "ONE"), False),
+    ("sapphire-agent", ("KEYS", "*"), False),
+    ("sapphire-monitor", ("INFO", "replication"), True),
+    ("sapphire-monitor", ("ROLE",), True),
+    ("sapphire-monitor", ("CONFIG", "GET", "maxmemory-policy"), True),
+    ("sapphire-monitor", ("HGETALL", "sapphire:agent:probe:heartbeat"), True),
+    ("sapphire-monitor", ("HSET", "sapphire:agent:probe:heartbeat", "ts", "2"), False),
+    ("sapphire-monitor", ("DEL", "sapphire:halt"), False),
+    ("sapphire-monitor", ("CONFIG", "SET", "maxmemory-policy", "noeviction"), False),
+    ("sapphire-replica", ("PING",), True),
+    ("sapphire-replica", ("GET", "sapphire:halt"), False),
+    ("sapphire-replica", ("INFO",), False),
+]
+
+
+def redis_permission_problems(port: int, passwords: dict[str, str]) -> list[str]:
+    """Each command of REDIS_PERMISSIONS run as its user; what went otherwise than intended. passwords: {user: pw}."""
+    import redis
+
+    problems = []
+    for user, command, allowed in REDIS_PERMISSIONS:
+        client = redis.Redis(host="127.0.0.1", port=port, username=user, password=passwords[user],
+                             socket_timeout=10)
+        try:
+            client.execute_command(*command)
+            outcome = "allowed"
+        except redis.exceptions.NoPermissionError:
+            outcome = "denied"
+        except redis.RedisError as exc:
+            outcome = f"failed ({type(exc).__name__}: {exc})"
+        finally:
+            client.close()
+        if outcome != ("allowed" if allowed else "denied"):
+            problems.append(f"{user}: {' '.join(command)} {outcome}, intended {'allowed' if allowed else 'denied'}")
+    return problems
+
+
 _TRADE = ("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, order_id) "
           "VALUES (now(), 'BTCUSDT', 'momentum', 'buy', 1, 50000, 'privilege-probe')")
 _DECISION = "INSERT INTO agent_decisions (timestamp, agent_id, symbol, decision) VALUES (now(), 'm', 'BTCUSDT', 'hold')"

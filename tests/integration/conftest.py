@@ -23,12 +23,16 @@ from typing import Any
 
 import pytest
 import requests
-from sapphire_testlib import postgres_identities_sql, postgres_role_logins, wait_for
+from sapphire_testlib import postgres_identities_sql, postgres_role_logins, redis_acl_args, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SCHEMA = REPO_ROOT / "roles" / "postgres" / "files" / "schema.sql"
 REDIS_PASSWORD = "redis-test-Secret-1"
+# The passwords of the ACL users per purpose (roles/redis/vars/main.yml) every test Redis has.
+REDIS_USER_PASSWORDS = {"redis_agent_password": "redis-agent-Secret-1",
+                        "redis_replication_password": "redis-replication-Secret-1",
+                        "redis_monitor_password": "redis-monitor-Secret-1"}
 POSTGRES_PASSWORD = "pg-test-Secret-1"
 # The passwords of the logins per purpose (roles/postgres/vars/main.yml) every test primary has.
 POSTGRES_LOGIN_PASSWORDS = {"postgres_agent_password": "pg-agent-Secret-1",
@@ -102,7 +106,8 @@ class RedisServer:
         command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
                    "--requirepass", self.password, "--masterauth", self.password, "--appendonly", "yes",
                    "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru", "--save", "900 1 300 10 60 10000",
-                   "--daemonize", "no", "--logfile", str(self.directory / "redis.log"), *self.extra]
+                   "--daemonize", "no", "--logfile", str(self.directory / "redis.log"),
+                   *redis_acl_args(REDIS_USER_PASSWORDS), *self.extra]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(lambda: self.client().ping(), 20, f"redis on {self.port}")
         return self

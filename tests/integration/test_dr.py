@@ -109,7 +109,10 @@ class DataServers:
                    "redis_password": f"redis-{uuid.uuid4().hex}",
                    "postgres_agent_password": f"agent-{uuid.uuid4().hex}",
                    "postgres_coordinator_password": f"coordinator-{uuid.uuid4().hex}",
-                   "postgres_monitor_password": f"monitor-{uuid.uuid4().hex}"}
+                   "postgres_monitor_password": f"monitor-{uuid.uuid4().hex}",
+                   "redis_agent_password": f"redis-agent-{uuid.uuid4().hex}",
+                   "redis_replication_password": f"redis-replication-{uuid.uuid4().hex}",
+                   "redis_monitor_password": f"redis-monitor-{uuid.uuid4().hex}"}
         store: dict[str, Any] = {}
         if backup_store:
             port = free_port_block(10)

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import POSTGRES_LOGIN_PASSWORDS
+from conftest import POSTGRES_LOGIN_PASSWORDS, REDIS_USER_PASSWORDS
 from sapphire_testlib import LocalClusters, leaked_secrets, local_vault, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.servers, pytest.mark.slow]
@@ -80,6 +80,7 @@ def platform(local_clusters: LocalClusters) -> Iterator[str]:
 
 def stop_vars(namespace: str, redis: Any, **extra: Any) -> dict[str, Any]:
     return platform_vars(namespace, redis_password=redis.password,
+                         redis_monitor_password=REDIS_USER_PASSWORDS["redis_monitor_password"],
                          agents_halt_redis_endpoint={"host": "127.0.0.1", "port": redis.port}, **extra)
 
 

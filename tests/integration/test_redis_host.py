@@ -31,6 +31,7 @@ import pytest
 import redis
 import testinfra
 import yaml
+from sapphire_testlib import redis_permission_problems
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -50,11 +51,17 @@ def free_port(exclude: set[int]) -> int:
             return port
 
 
+# The ACL users' passwords (roles/redis/vars/main.yml); the random part is searched for in the output.
+USER_PASSWORDS = {name: f"{name.split('_')[1]}-{secrets.token_hex(16)}"
+                  for name in ("redis_agent_password", "redis_replication_password", "redis_monitor_password")}
+
+
 def write_inventory(path: Path, local_dir: Path, password: str, hosts: dict[str, dict[str, Any]]) -> Path:
     inventory = {"all": {
         "children": {"redis_hosts": {"hosts": hosts}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                 "redis_mode": "host", "sapphire_local_dir": str(local_dir), "redis_password": password},
+                 "redis_mode": "host", "sapphire_local_dir": str(local_dir), "redis_password": password,
+                 **USER_PASSWORDS},
     }}
     path.write_text(yaml.safe_dump(inventory))
     return path
@@ -166,6 +173,18 @@ def test_password_required_and_kept_out_of_the_main_config(converged: Pair) -> N
     assert auth.stat().st_uid == pwd.getpwnam("redis").pw_uid
 
 
+def test_each_acl_user_may_do_only_what_its_purpose_needs(converged: Pair) -> None:
+    passwords = {"sapphire-agent": USER_PASSWORDS["redis_agent_password"],
+                 "sapphire-replica": USER_PASSWORDS["redis_replication_password"],
+                 "sapphire-monitor": USER_PASSWORDS["redis_monitor_password"]}
+    assert redis_permission_problems(converged.ports["redis-test-primary"], passwords) == []
+    # The include file holds their passwords' SHA-256 only (the replication one also as masterauth: a replica needs it).
+    auth = (converged.instance_dir("redis-test-primary") / "auth.conf").read_text()
+    for name in ("redis_agent_password", "redis_monitor_password"):
+        assert USER_PASSWORDS[name] not in auth, name
+        assert hashlib.sha256(USER_PASSWORDS[name].encode()).hexdigest() in auth, name
+
+
 def test_replica_is_linked_and_replicates(converged: Pair) -> None:
     replica = converged.client("redis-test-replica")
     info = replica.info("replication")
@@ -224,6 +243,8 @@ def test_check_diff_is_quiet_and_never_prints_the_password(converged: Pair) -> N
     output = result.stdout + result.stderr
     assert converged.password not in output
     assert converged.password.split()[-1] not in output  # the random part alone
+    for name, value in USER_PASSWORDS.items():
+        assert value.split("-", 1)[1] not in output, name
     for host in converged.ports:
         assert any(line.startswith(host) and "changed=0" in line and "failed=0" in line
                    for line in output.splitlines()), f"{host} not unchanged in check mode"

@@ -11,6 +11,7 @@ and its PVC binds; and that external mode points the Service `redis` at a real R
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -25,11 +26,14 @@ from typing import Any
 
 import pytest
 import yaml
+from sapphire_testlib import redis_permission_problems, wait_for
 
 pytestmark = [pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = f"render-{uuid.uuid4().hex}"
+USER_PASSWORDS = {name: f"{name.split('_')[1]}-{uuid.uuid4().hex}"
+                  for name in ("redis_agent_password", "redis_replication_password", "redis_monitor_password")}
 PLAY = [{"name": "Deploy Redis for a cluster", "hosts": "clusters", "gather_facts": False,
          "roles": [{"role": "redis"}]}]
 
@@ -40,7 +44,7 @@ def cluster_inventory(path: Path, kubeconfig: str, context: str, **variables: An
             "k8s_kubeconfig": kubeconfig, "k8s_context": context}}}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "sapphire_namespace": "trading-system", "sapphire_release": "2026.11.0",
-                 "redis_password": PASSWORD, **variables},
+                 "redis_password": PASSWORD, **USER_PASSWORDS, **variables},
     }}))
     return path
 
@@ -92,6 +96,7 @@ def test_config_carries_seed_settings_and_no_password(objects: list[dict[str, An
             "save 900 1", "save 300 10", "save 60 10000"} <= lines
     assert not any(line.startswith(("requirepass", "masterauth")) for line in lines)
     assert PASSWORD not in json.dumps(objects)
+    assert not any(value in json.dumps(objects) for value in USER_PASSWORDS.values())
 
 
 def test_statefulset_meets_pod_security_restricted_and_contract(objects: list[dict[str, Any]]) -> None:
@@ -132,9 +137,47 @@ def test_statefulset_meets_pod_security_restricted_and_contract(objects: list[di
     redis_container = containers["redis"]
     probe = " ".join(redis_container["livenessProbe"]["exec"]["command"])
     assert "redis-cli" in probe and "ping" in probe and "-a " not in probe
-    assert {e["name"] for e in redis_container["env"]} >= {"REDIS_PASSWORD", "REDISCLI_AUTH"}
-    assert all(e["valueFrom"]["secretKeyRef"]["name"] == "redis-credentials" for e in redis_container["env"])
+    # The administrator's password and each ACL user's, each from its own Secret; the exporter reads as the monitor.
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in redis_container["env"]} == {
+        "REDIS_PASSWORD": "redis-credentials", "REDISCLI_AUTH": "redis-credentials",
+        "REDIS_AGENT_PASSWORD": "redis-agent-credentials",
+        "REDIS_REPLICATION_PASSWORD": "redis-replication-credentials",
+        "REDIS_MONITOR_PASSWORD": "redis-monitor-credentials"}
     assert "--requirepass" in redis_container["args"][0]
+    exporter = containers["redis-exporter"]
+    assert {e["valueFrom"]["secretKeyRef"]["name"] for e in exporter["env"] if "valueFrom" in e} == {
+        "redis-monitor-credentials"}
+
+
+@pytest.mark.servers
+def test_the_container_command_starts_redis_with_the_acl_users(objects: list[dict[str, Any]], tmp_path: Path) -> None:
+    """The redis container's shell command, run here with the distribution's redis-server (its configuration file
+    swapped for a loopback port): the users exist with the passwords of their Secrets and only their permissions."""
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    sts = by_kind(objects, "StatefulSet")[0]
+    (container,) = [c for c in sts["spec"]["template"]["spec"]["containers"] if c["name"] == "redis"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = container["args"][0].replace(
+        "redis-server /etc/redis/redis.conf",
+        f"redis-server --port {port} --bind 127.0.0.1 --dir {tmp_path} --save '' --appendonly no")
+    env = {"PATH": os.environ["PATH"], "HOSTNAME": "redis-0", "REDIS_PASSWORD": PASSWORD,
+           **{name.upper(): value for name, value in USER_PASSWORDS.items()}}
+    proc = subprocess.Popen(["sh", "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        import redis
+
+        wait_for(lambda: redis.Redis(port=port, password=PASSWORD).ping(), 20, "the container's redis-server")
+        assert redis_permission_problems(port, {
+            "sapphire-agent": USER_PASSWORDS["redis_agent_password"],
+            "sapphire-replica": USER_PASSWORDS["redis_replication_password"],
+            "sapphire-monitor": USER_PASSWORDS["redis_monitor_password"]}) == []
+        assert redis.Redis(port=port, password=PASSWORD).config_get("masteruser")["masteruser"] == "sapphire-replica"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def test_replicas_add_a_pdb_and_storage_class_is_passed(tmp_path: Path, playbook_runner: Callable[..., Any]) -> None:

@@ -14,7 +14,7 @@ from xml.parsers import expat
 
 import pytest
 import yaml
-from conftest import AGENTS, POSTGRES_LOGIN_PASSWORDS
+from conftest import AGENTS, POSTGRES_LOGIN_PASSWORDS, REDIS_USER_PASSWORDS
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def write_inventory(
                 "monitoring_mode": "host",
                 "redis_password": platform["redis"].password,
                 "postgres_password": platform["postgres"].password,
-                **POSTGRES_LOGIN_PASSWORDS,
+                **POSTGRES_LOGIN_PASSWORDS, **REDIS_USER_PASSWORDS,
                 "trading_agents": AGENTS,
                 "workload_enabled": True,
                 "workload_coordinator_port": platform["workload"].port,

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-from conftest import AGENTS, POSTGRES_LOGIN_PASSWORDS, PostgresServer, RedisServer, free_port
+from conftest import AGENTS, POSTGRES_LOGIN_PASSWORDS, REDIS_USER_PASSWORDS, PostgresServer, RedisServer, free_port
 from sapphire_testlib import run_playbook, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -36,6 +36,7 @@ def inventory(tmp_path: Path, redis: RedisServer, postgres: PostgresServer, port
         "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "redis_mode": "host", "postgres_mode": "host", "redis_password": redis.password,
+            "redis_agent_user": "sapphire-agent", "redis_agent_password": REDIS_USER_PASSWORDS["redis_agent_password"],
             "postgres_agent_user": "sapphire_agent", "postgres_database": "sapphire",
             "postgres_agent_password": POSTGRES_LOGIN_PASSWORDS["postgres_agent_password"],
             "sapphire_release": "2026.11.0", "trading_agents": AGENTS, "sapphire_local_dir": str(tmp_path),

@@ -1,5 +1,6 @@
 """Each component gets only its own Secret: the rendered pods of the coordinator, the agents and PostgreSQL read
-the database login of their purpose, and only the PostgreSQL pods (the server, its init Job) read the owner's."""
+the database login of their purpose, and only the PostgreSQL pods (the server, its init Job) read the owner's; the
+coordinator and the agents read Redis as its agents' ACL user, never as its administrator."""
 
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def test_the_coordinator_and_each_agent_read_only_their_own_database_login(tmp_p
         for container in pod_spec(item)["containers"]:
             database_logins = {secret for secret in secrets_read(container) if secret.startswith("postgres-")}
             assert database_logins == {wanted}, name
+            assert {secret for secret in secrets_read(container) if secret.startswith("redis-")} == {
+                "redis-agent-credentials"}, name
 
 
 def test_the_database_owner_s_login_stays_with_the_postgres_pods(tmp_path: Path) -> None:
@@ -65,3 +68,6 @@ def test_every_login_has_its_secret_in_the_namespace(tmp_path: Path) -> None:
     for name in ("postgres-credentials", "postgres-agent-credentials", "postgres-coordinator-credentials",
                  "postgres-monitor-credentials"):
         assert secrets[name] == {"username", "password", "database"}, name
+    assert secrets["redis-credentials"] == {"password"}
+    for name in ("redis-agent-credentials", "redis-replication-credentials", "redis-monitor-credentials"):
+        assert secrets[name] == {"username", "password"}, name

@@ -15,7 +15,8 @@ REDIS = {"redis_password": "s3cret-redis-pass", "redis_mode": "kubernetes", "red
          "redis_exporter_image": "oliver006/redis_exporter:v1.58.0", "redis_maxmemory": "2gb", "redis_replicas": 1,
          "redis_storage_size": "10Gi", "redis_resources": RESOURCES, "redis_exporter_resources": RESOURCES,
          "redis_external_host": "", "redis_external_port": 6379, "redis_replication_role": "primary",
-         "redis_replica_of": ""}
+         "redis_replica_of": "", "redis_agent_password": "agent-pass-1", "redis_replication_password": "repl-pass-1",
+         "redis_monitor_password": "monitor-pass-1"}
 HINT = "define vault_redis_password in the vault file"
 
 
@@ -23,6 +24,13 @@ def redis(on_cluster: bool = True, on_redis_host: bool = False, host: str = "loc
           digests: Any = False, **values: Any) -> list[str]:
     return inputs.redis_input_problems({**REDIS, **values}, on_cluster, on_redis_host, host,
                                        ["redis-primary", "redis-dr"], [], digests, HINT)
+
+
+@pytest.mark.parametrize("name", ["redis_agent_password", "redis_replication_password", "redis_monitor_password"])
+def test_an_unset_redis_user_password_is_refused_by_name(name: str) -> None:
+    (problem,) = redis(**{name: "short"})
+    assert problem.startswith(f"{name} must be set (8+ characters): define vault_{name} in the vault file")
+    assert "short" not in problem
 
 
 def test_sound_redis_inputs_pass_in_every_mode() -> None:

@@ -27,6 +27,7 @@ LOG = logging.getLogger("sapphire_workload")
 DEFAULT_SYMBOLS = "BTC/USDT,ETH/USDT,SOL/USDT"
 
 EPILOG = """environment:
+  SAPPHIRE_REDIS_USERNAME   Redis ACL user (unset: the default user)
   SAPPHIRE_REDIS_PASSWORD   Redis password (never pass secrets on the command line)
   SAPPHIRE_POSTGRES_DSN     libpq DSN or URL of the trading database, password included
                             (e.g. "host=127.0.0.1 port=15432 dbname=sapphire user=sapphire password=...")
@@ -101,6 +102,7 @@ class Workload:
         self.agents = load_agents(json.loads(args.agents.read_text(encoding="utf-8")))
         self.symbols = [item.strip() for item in args.symbols.split(",") if item.strip()]
         self.dsn = os.environ.get("SAPPHIRE_POSTGRES_DSN", "")
+        self.redis_username = os.environ.get("SAPPHIRE_REDIS_USERNAME") or None
         self.redis_password = os.environ.get("SAPPHIRE_REDIS_PASSWORD") or None
         self.rng = random.SystemRandom()
         self.state = WriterState()
@@ -130,8 +132,8 @@ class Workload:
         self.metrics.set(STALE_EPOCH_REFUSALS, 0)
 
     def redis(self) -> redis.Redis:
-        return redis.Redis.from_url(self.args.redis_url, password=self.redis_password, decode_responses=True,
-                                    socket_connect_timeout=2, socket_timeout=2)
+        return redis.Redis.from_url(self.args.redis_url, username=self.redis_username, password=self.redis_password,
+                                    decode_responses=True, socket_connect_timeout=2, socket_timeout=2)
 
     def pg(self) -> Any:
         if not self.dsn:
