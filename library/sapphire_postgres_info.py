@@ -34,9 +34,17 @@ options:
       - The server was fenced by a DR switch (stopped read-only with standby.signal, or, an external server, its
         application login forbidden over the network; C(postgres_fenced) in the platform state). Not answering is
         then the expected state and reported C(ok) as fenced; answering as a standby is fine; answering as a primary
-        fails (a second writable primary).
+        is C(ok) only when it takes no write (new transactions read-only and none of O(writer_logins) may log in, as
+        the remote fence leaves it) and fails otherwise (a second writable primary).
     type: bool
     default: false
+  writer_logins:
+    description:
+      - The logins that write trading data (the owner, the agents', the coordinator's). A fenced primary must forbid
+        each of them to log in; the check reads C(pg_roles), which any login may.
+    type: list
+    elements: str
+    default: []
   min_standbys:
     description: On a primary, the number of streaming standbys below which the check fails.
     type: int
@@ -251,6 +259,10 @@ def gather(conn: Any, params: dict[str, Any]) -> dict[str, Any]:
     version, in_recovery, max_conn, connections, archive_mode, read_only = conn.execute(Q_BASICS).fetchone()
     facts.update(version=version, in_recovery=bool(in_recovery), max_connections=max_conn,
                  connections=connections, archive_mode=archive_mode, read_only=bool(read_only))
+    if params.get("writer_logins"):
+        facts["writers_may_log_in"] = sorted(row[0] for row in conn.execute(
+            "SELECT rolname::text FROM pg_roles WHERE rolcanlogin AND rolname = ANY (%s)",
+            (list(params["writer_logins"]),)).fetchall())
     if in_recovery:
         lag_bytes, lag_seconds, status, sender = conn.execute(Q_STANDBY_REPLICATION).fetchone()
         facts["standby"] = {"lag_bytes": lag_bytes, "lag_seconds": lag_seconds, "receiver": status, "sender": sender}
@@ -432,6 +444,12 @@ def check_long_transactions(facts: dict[str, Any], params: dict[str, Any]) -> di
                 f"{listed}; they hold back vacuum and replication cleanup", found, limit)
 
 
+def fenced_over_the_network(facts: dict[str, Any]) -> bool:
+    """A primary that takes no trading write: new transactions read-only and no writer login allowed (the remote
+    fence's two steps). Without writer_logins only the first can be seen, which is not enough."""
+    return bool(facts.get("read_only")) and facts.get("writers_may_log_in") == []
+
+
 def evaluate(facts: dict[str, Any], params: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     replication, standbys = check_replication(facts, params)
     expected = "standby" if params.get("fenced") else params["expected_role"]
@@ -467,6 +485,18 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
     finally:
         conn.close()
     result["checks"].append(ok("postgres_reachable", f"reachable, {facts['connections']} connections", True, True))
+    if params.get("fenced") and not facts["in_recovery"] and fenced_over_the_network(facts):
+        # A read-only login (validate's) still answers on a primary the remote fence left running: it takes no write.
+        result["checks"].append(ok("postgres_fenced", f"{postgres_endpoint(params)}: fenced by a DR switch over the "
+                                   "network (new transactions read-only, no writer may log in); it is re-seeded as a "
+                                   "standby before a failback", "fenced primary", "not writable"))
+        result["checks"].extend(skip_all(
+            ["postgres_role", "postgres_replication"] + [f"postgres_table:{t}" for t in params["tables"]]
+            + ["postgres_connections", "postgres_wal_archiving", "postgres_long_transactions"],
+            "fenced by a DR switch"))
+        result["role"], result["read_only"] = "primary", True
+        result["position"] = facts.get("position", {})
+        return finish(result)
     checks, standbys = evaluate(facts, params)
     result["checks"].extend(checks)
     result["standbys"] = standbys
@@ -485,6 +515,7 @@ def main() -> None:
             expected_role={"type": "str", "choices": ["any", "primary", "standby"], "default": "any"},
             min_standbys={"type": "int", "default": 0},
             fenced={"type": "bool", "default": False},
+            writer_logins={"type": "list", "elements": "str", "default": []},
             max_replication_lag_bytes={"type": "int", "default": 16777216},
             max_replication_lag_seconds={"type": "float", "default": 30.0},
             tables={"type": "list", "elements": "str", "default": list(DEFAULT_TABLES)},

@@ -238,3 +238,15 @@ def test_a_fenced_server_that_answers_as_a_primary_fails() -> None:
                                                                 "receiver": "streaming", "sender": "h:1"}),
                              params(expected_role="primary", fenced=True))
     assert statuses(checks)["postgres_role"] == "ok"
+
+
+@pytest.mark.parametrize(("read_only", "writers", "fenced"), [
+    (True, [], True),                         # the remote fence's two steps: read-only, no writer may log in
+    (True, ["sapphire_agent"], False),        # an agent could still log in (and SET its session writable)
+    (False, [], False),                       # writers locked out, but the database takes writes
+    (True, None, False),                      # the writers were not read: read-only alone is not enough
+])
+def test_a_primary_counts_as_fenced_only_when_read_only_and_no_writer_may_log_in(
+        read_only: bool, writers: list[str] | None, fenced: bool) -> None:
+    observed = facts(read_only=read_only) | ({"writers_may_log_in": writers} if writers is not None else {})
+    assert mod.fenced_over_the_network(observed) is fenced
