@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import redis
-from conftest import RedisServer, start_redis, traversable_tmp
+from conftest import REDIS_USER_PASSWORDS, RedisServer, start_redis, traversable_tmp
 from sapphire_testlib import PlaybookResult, run_playbook, wait_for
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -44,6 +44,8 @@ def run(server: RedisServer, entry_point: str, check: bool = False, **variables:
     return run_playbook(PLAYBOOK, "localhost,", check=check, extra_vars={
         "redis_entry_point": entry_point, "ansible_python_interpreter": sys.executable,
         "redis_external_host": "127.0.0.1", "redis_external_port": server.port, "redis_password": server.password,
+        # A replica authenticates to its primary as the replication ACL user every test Redis has.
+        "redis_replication_password": REDIS_USER_PASSWORDS["redis_replication_password"],
         **variables})
 
 
