@@ -38,6 +38,12 @@ options:
         the remote fence leaves it) and fails otherwise (a second writable primary).
     type: bool
     default: false
+  certificate_warn_days:
+    description:
+      - With O(postgres_sslmode) V(verify-ca) or V(verify-full), the certificate the server presents is read (a TLS
+        handshake of its own) and its end checked - C(fail) when it has expired, C(warn) within this many days.
+    type: int
+    default: 30
   writer_logins:
     description:
       - The logins that write trading data (the owner, the agents', the coordinator's). A fenced primary must forbid
@@ -167,7 +173,11 @@ position:
            last_contact_seconds: 0.4}
 """
 
+import datetime
 import re
+import socket
+import ssl
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -459,6 +469,44 @@ def evaluate(facts: dict[str, Any], params: dict[str, Any]) -> tuple[list[dict[s
     return checks, standbys
 
 
+def served_certificate_end(host: str, port: int, timeout: float) -> datetime.datetime | None:
+    """When the certificate the server presents ends (PostgreSQL's SSLRequest, then a TLS handshake that only reads
+    it: the connection itself is verified by libpq); None when the server does not speak TLS."""
+    from cryptography import x509
+
+    with socket.create_connection((host, port), timeout=timeout) as raw:
+        raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
+        if raw.recv(1) != b"S":
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # reading the end date only; trust is libpq's verify-full
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    if not der:
+        return None
+    certificate = x509.load_der_x509_certificate(der)
+    end = getattr(certificate, "not_valid_after_utc", None)  # cryptography 42+; older ones give a naive UTC time
+    return end or certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017
+
+
+def check_certificate(end: datetime.datetime | None, warn_days: int,
+                      now: datetime.datetime | None = None) -> dict[str, Any]:
+    """The postgres_certificate check from the end of the served certificate."""
+    if end is None:
+        return fail("postgres_certificate", "the server does not speak TLS", None, "TLS")
+    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - a module runs on older Pythons too
+    days = (end - now).total_seconds() / 86400
+    stamp = end.strftime("%Y-%m-%d %H:%M UTC")
+    if days <= 0:
+        return fail("postgres_certificate", f"the server certificate expired on {stamp}", round(days, 1), 0)
+    if days < warn_days:
+        return warn("postgres_certificate", f"the server certificate ends on {stamp}, in {days:.0f} days: renew it "
+                    "(deploy re-signs it with the platform CA)", round(days, 1), warn_days)
+    return ok("postgres_certificate", f"the server certificate ends on {stamp} ({days:.0f} days)", round(days, 1),
+              warn_days)
+
+
 def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
     result = new_result(postgres_endpoint(params))
     try:
@@ -498,6 +546,13 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
         result["position"] = facts.get("position", {})
         return finish(result)
     checks, standbys = evaluate(facts, params)
+    if params.get("postgres_sslmode") in ("verify-ca", "verify-full"):
+        try:
+            end = served_certificate_end(params["postgres_host"], params["postgres_port"],
+                                         params.get("connect_timeout") or 5)
+            checks.append(check_certificate(end, params["certificate_warn_days"]))
+        except (OSError, ValueError) as exc:
+            checks.append(warn("postgres_certificate", f"the server certificate could not be read: {exc}"))
     result["checks"].extend(checks)
     result["standbys"] = standbys
     result["role"] = "standby" if facts["in_recovery"] else "primary"
@@ -516,6 +571,7 @@ def main() -> None:
             min_standbys={"type": "int", "default": 0},
             fenced={"type": "bool", "default": False},
             writer_logins={"type": "list", "elements": "str", "default": []},
+            certificate_warn_days={"type": "int", "default": 30},
             max_replication_lag_bytes={"type": "int", "default": 16777216},
             max_replication_lag_seconds={"type": "float", "default": 30.0},
             tables={"type": "list", "elements": "str", "default": list(DEFAULT_TABLES)},

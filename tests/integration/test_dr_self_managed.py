@@ -75,7 +75,9 @@ class ExternalRegions:
             "postgres_mode": "external", "redis_mode": "external",
             "postgres_external_provider": providers[0], "redis_external_provider": providers[1],
             "postgres_external_host": "127.0.0.1", "redis_external_host": "127.0.0.1",
-            "postgres_external_sslmode": "disable", "postgres_admin_user": ADMIN_USER,
+            # The role's servers take TCP logins over TLS only (postgres_tls); the test gives no CA path for external
+            # mode, so it encrypts without verifying (the host-mode tests verify-full).
+            "postgres_external_sslmode": "require", "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
             "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
             "trading_agents": AGENTS, **servers.secret_vars(), **store["vars"], **(variables or {})}}}

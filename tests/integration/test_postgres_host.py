@@ -177,6 +177,24 @@ def test_each_login_per_purpose_may_do_only_what_its_component_needs(pair: Pair)
     assert attributes == [(name, False) for name in sorted(passwords)]
 
 
+def test_tcp_logins_and_replication_speak_tls_verified_against_the_platform_ca(pair: Pair) -> None:
+    ca = pair.local_dir / "pki" / "ca.crt"
+    port = pair.ports["pg-primary"]
+    login = {"host": "127.0.0.1", "port": port, "user": "sapphire_agent", "dbname": "sapphire",
+             "password": pair.secrets["postgres_agent_password"], "connect_timeout": 10}
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        psycopg.connect(**login, sslmode="disable")
+    with psycopg.connect(**login, sslmode="verify-full", sslrootcert=str(ca)) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    with pair.admin("pg-primary") as conn:  # the standby streams over TLS too
+        assert conn.execute("SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").fetchall() == [
+            (True,)]
+    for host in pair.ports:
+        key = pair.base(host) / "conf" / "tls" / "server.key"
+        assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "postgres", host
+    assert oct((pair.local_dir / "pki" / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+
 def test_pg_hba_refuses_what_does_not_need_access(pair: Pair) -> None:
     # The platform's user may not use replication; the replication user may not read data.
     with pytest.raises(psycopg.OperationalError):

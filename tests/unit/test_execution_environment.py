@@ -18,7 +18,8 @@ DEV_TOOLS = {"pytest", "pytest-xdist", "pytest-testinfra", "molecule", "ansible-
              "matplotlib", "moto", "ansible-builder", "ansible"}
 # Import name -> distribution name, for the third-party imports of the content the controller runs.
 DISTRIBUTIONS = {"kubernetes": "kubernetes", "redis": "redis", "psycopg": "psycopg", "botocore": "botocore",
-                 "boto3": "boto3", "requests": "requests", "jinja2": "jinja2", "yaml": "ansible-core"}
+                 "boto3": "boto3", "requests": "requests", "jinja2": "jinja2", "yaml": "ansible-core",
+                 "cryptography": "cryptography"}
 
 
 def pins(path: Path) -> dict[str, str]:

@@ -250,3 +250,15 @@ def test_a_primary_counts_as_fenced_only_when_read_only_and_no_writer_may_log_in
         read_only: bool, writers: list[str] | None, fenced: bool) -> None:
     observed = facts(read_only=read_only) | ({"writers_may_log_in": writers} if writers is not None else {})
     assert mod.fenced_over_the_network(observed) is fenced
+
+
+def test_the_served_certificate_fails_once_ended_warns_before_and_is_ok_otherwise() -> None:
+    import datetime
+
+    now = datetime.datetime(2026, 12, 7, tzinfo=datetime.UTC)
+    day = datetime.timedelta(days=1)
+    assert mod.check_certificate(now - day, 30, now)["status"] == "fail"
+    warned = mod.check_certificate(now + 10 * day, 30, now)
+    assert warned["status"] == "warn" and "in 10 days" in warned["msg"]
+    assert mod.check_certificate(now + 300 * day, 30, now)["status"] == "ok"
+    assert mod.check_certificate(None, 30, now)["msg"] == "the server does not speak TLS"
