@@ -43,9 +43,10 @@ def grant_statement(grant: dict[str, Any]) -> str:
 def grants_sql(logins: list[dict[str, Any]], grants: list[dict[str, Any]], database: str) -> str:
     """Filter: the SQL that converges the logins (created when missing, attributes and password set every run),
     their CONNECT on the database, their memberships and their table privileges. Idempotent; a grant on a table
-    that does not exist (the epoch fence before the first promotion) is skipped until it does."""
+    that does not exist (the epoch fence before the first promotion) is skipped until it does. One transaction: a
+    missing password or a failed grant leaves every login as it was (no rotation applied to some logins only)."""
     lines = ["-- Logins per purpose (sapphire-ops, roles/postgres/vars/main.yml); run by psql as the owner.",
-             "\\set ON_ERROR_STOP on"]
+             "\\set ON_ERROR_STOP on", "BEGIN;"]
     for login in logins:
         user, env = login["user"], login["env"]
         if not isinstance(env, str) or not _ENV_NAME.match(env):
@@ -70,7 +71,7 @@ def grants_sql(logins: list[dict[str, Any]], grants: list[dict[str, Any]], datab
         tables = " AND ".join(f"to_regclass({_literal('public.' + _ident(table))}) IS NOT NULL"
                               for table in grant["tables"])
         lines += [f"SELECT {_literal(grant_statement(grant))} WHERE {tables}", "\\gexec"]
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "COMMIT;"]) + "\n"
 
 
 class FilterModule:

@@ -75,6 +75,35 @@ def _resources_valid(resources: Any) -> bool:
 
 # The passwords of the ACL users per purpose (roles/redis/vars/main.yml __redis_acl_users).
 REDIS_USER_PASSWORDS = ("redis_agent_password", "redis_replication_password", "redis_monitor_password")
+# Their names, and what a name may be: no space (an ACL rule is space-separated) and no rule prefix (>, <, ~, &, %).
+REDIS_USERS = ("redis_agent_user", "redis_replication_user", "redis_monitor_user")
+REDIS_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,63}$")
+# A key pattern the agents may write: one ACL key pattern, no space.
+REDIS_KEY_PATTERN = re.compile(r"^[^\s~%&<>]+$")
+
+
+def _redis_identity_problems(values: dict[str, Any], mode: Any) -> list[str]:
+    """The ACL user names and the agents' write patterns. A server of our own (host, kubernetes) defines the users, so
+    each needs a name of its own and none may be `default` (the administrator). A managed Redis with one AUTH string
+    maps every purpose to `default` in its inventory, so there only the form of a name is checked."""
+    problems = []
+    names = {name: values.get(name) for name in REDIS_USERS if name in values}
+    bad = [name for name, user in names.items() if not (isinstance(user, str) and REDIS_USER_NAME.match(user))]
+    if bad:
+        problems.append(f"{', '.join(bad)} must be a Redis ACL user name (letters, digits, _ . : @ -; up to 64).")
+    if mode != "external":
+        named = [user for name, user in names.items() if name not in bad]
+        if "default" in named or len(set(named)) != len(named):
+            got = ", ".join(map(str, named))
+            problems.append(f"{', '.join(names)} must be three different users and none 'default' (the "
+                            f"administrator, redis_password) when redis_mode is {mode}; got {got}.")
+    if "redis_agent_write_keys" in values:
+        keys = values.get("redis_agent_write_keys")
+        if (not isinstance(keys, list) or not keys
+                or not all(isinstance(key, str) and REDIS_KEY_PATTERN.match(key) for key in keys)):
+            problems.append(f"redis_agent_write_keys must be a list of one or more Redis key patterns without spaces "
+                            f"(such as sapphire:agent:*); got {keys!r}.")
+    return problems
 
 
 def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host: bool, host: str,
@@ -94,6 +123,7 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
         problems.append(f"{', '.join(unset)} must be set (8+ characters): define "
                         f"{', '.join('vault_' + name for name in unset)} in the vault file sapphire_vault_file names "
                         "(a Redis with one AUTH string maps them to redis_password in its inventory).")
+    problems += _redis_identity_problems(values, mode)
     if mode == "kubernetes":
         problems += _inputs.image_problems({name: values.get(name) for name in ("redis_image", "redis_exporter_image")},
                                            digests_required)
@@ -128,6 +158,28 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
 # The owner's, the replication user's and one password per purpose's login (roles/postgres/vars/main.yml).
 POSTGRES_PASSWORDS = ("postgres_password", "postgres_replication_password", "postgres_agent_password",
                       "postgres_coordinator_password", "postgres_monitor_password")
+# Their names: plain lower-case identifiers (written into SQL, pg_hba and pgpass unquoted), not reserved.
+POSTGRES_USERS = ("postgres_user", "postgres_replication_user", "postgres_agent_user", "postgres_coordinator_user",
+                  "postgres_monitor_user")
+POSTGRES_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _postgres_identity_problems(values: dict[str, Any]) -> list[str]:
+    """Each purpose's login needs a name of its own: a shared one would give, say, the agents the owner's rights, and
+    the fence would lock the wrong set of logins."""
+    names = {name: values.get(name) for name in POSTGRES_USERS if name in values}
+    bad = [name for name, user in names.items()
+           if not (isinstance(user, str) and POSTGRES_ROLE_NAME.match(user))
+           or user == "postgres" or user.startswith("pg_")]
+    problems = []
+    if bad:
+        problems.append(f"{', '.join(bad)} must be a PostgreSQL role name (lower case, digits and _, up to 63, not "
+                        "postgres and not starting with pg_).")
+    named = [user for name, user in names.items() if name not in bad]
+    if len(set(named)) != len(named):
+        problems.append(f"{', '.join(names)} must be {len(names)} different logins (one per purpose); got "
+                        f"{', '.join(named)}.")
+    return problems
 
 
 def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints: list[str], tables: list[str],
@@ -144,6 +196,7 @@ def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints:
         problems.append(f"{', '.join(unset)} must be set (8+ characters): define "
                         f"{', '.join('vault_' + name for name in unset)} in the vault file "
                         "sapphire_vault_file names (vault/<env>.yml, `make vault` for the local default).")
+    problems += _postgres_identity_problems(values)
     if on_cluster and mode == "kubernetes":
         problems += _inputs.image_problems(
             {name: values.get(name) for name in ("postgres_image", "postgres_exporter_image")}, digests_required)

@@ -62,13 +62,20 @@ def test_a_new_password_from_the_secret_replaces_the_old_one(throwaway_postgres:
                         password=PASSWORDS["sapphire_agent"], dbname="sapphire")
 
 
-def test_a_missing_password_stops_the_converge(throwaway_postgres: PostgresServer) -> None:
+def test_a_missing_password_stops_the_converge_before_any_login_changes(throwaway_postgres: PostgresServer) -> None:
+    """The agents' password is rotated in the same run in which the monitor's Secret is missing: the run fails naming
+    the missing one, and the agents keep their old password (the converge is one transaction, so a rotation is never
+    applied to some logins only)."""
     server = throwaway_postgres
     environment = {key: value for key, value in os.environ.items() if not key.startswith("POSTGRES_")}
+    environment.update(POSTGRES_AGENT_PASSWORD="pg-agent-Rotated-3",
+                       POSTGRES_COORDINATOR_PASSWORD=PASSWORDS["sapphire_coordinator"])
     result = as_postgres(str(PG_BIN / "psql"), "-h", str(server.directory), "-p", str(server.port), "-U", "postgres",
                          "-d", "sapphire", "-q", "-f", "-", input=postgres_identities_sql(), check=False,
                          env=environment)
     assert result.returncode != 0
-    assert "POSTGRES_AGENT_PASSWORD is not set: the password of the login sapphire_agent" in result.stderr, (
+    assert "POSTGRES_MONITOR_PASSWORD is not set: the password of the login sapphire_monitor" in result.stderr, (
         result.stderr)
-    assert server.psql("SELECT count(*) FROM pg_roles WHERE rolname = 'sapphire_agent'", "postgres") == "1"
+    with psycopg.connect(host="127.0.0.1", port=server.port, user="sapphire_agent",
+                         password=PASSWORDS["sapphire_agent"], dbname="sapphire") as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == "sapphire_agent"

@@ -16,7 +16,9 @@ REDIS = {"redis_password": "s3cret-redis-pass", "redis_mode": "kubernetes", "red
          "redis_storage_size": "10Gi", "redis_resources": RESOURCES, "redis_exporter_resources": RESOURCES,
          "redis_external_host": "", "redis_external_port": 6379, "redis_replication_role": "primary",
          "redis_replica_of": "", "redis_agent_password": "agent-pass-1", "redis_replication_password": "repl-pass-1",
-         "redis_monitor_password": "monitor-pass-1"}
+         "redis_monitor_password": "monitor-pass-1", "redis_agent_user": "sapphire-agent",
+         "redis_replication_user": "sapphire-replica", "redis_monitor_user": "sapphire-monitor",
+         "redis_agent_write_keys": ["sapphire:agent:*", "sapphire:portfolio"]}
 HINT = "define vault_redis_password in the vault file"
 
 
@@ -56,6 +58,36 @@ def test_sound_redis_inputs_pass_in_every_mode() -> None:
 def test_bad_redis_inputs_are_refused_naming_the_variable(values: dict[str, Any], message: str) -> None:
     problems = redis(**values)
     assert any(message in problem for problem in problems), problems
+
+
+@pytest.mark.parametrize("mode", ["host", "kubernetes"])
+@pytest.mark.parametrize("values", [{"redis_agent_user": "default"}, {"redis_monitor_user": "sapphire-agent"},
+                                    {"redis_replication_user": "default", "redis_monitor_user": "default"}])
+def test_a_server_of_our_own_needs_three_distinct_users_none_the_administrator(
+        mode: str, values: dict[str, Any]) -> None:
+    """A user named default would take the administrator's place in the ACL; two purposes on one user would give
+    the monitor the agents' writes (or the agents replication)."""
+    (problem,) = redis(redis_mode=mode, on_cluster=mode == "kubernetes", on_redis_host=mode == "host", **values)
+    assert problem.startswith("redis_agent_user, redis_replication_user, redis_monitor_user must be three different "
+                              f"users and none 'default' (the administrator, redis_password) when redis_mode is {mode}")
+
+
+def test_a_managed_redis_with_one_auth_string_maps_every_purpose_to_default() -> None:
+    assert redis(redis_mode="external", redis_external_host="redis.example.internal", redis_agent_user="default",
+                 redis_replication_user="default", redis_monitor_user="default") == []
+
+
+@pytest.mark.parametrize("user", ["", None, "sapphire agent", ">secret", "~*", 7])
+def test_a_redis_user_name_that_would_break_the_acl_rule_is_refused_by_name(user: Any) -> None:
+    (problem,) = redis(redis_monitor_user=user)
+    assert problem.startswith("redis_monitor_user must be a Redis ACL user name")
+
+
+@pytest.mark.parametrize("keys", [[], "sapphire:agent:*", ["sapphire:agent:* allcommands"], ["~sapphire:*"], [""],
+                                  None])
+def test_the_agents_write_keys_must_be_a_list_of_key_patterns(keys: Any) -> None:
+    (problem,) = redis(redis_agent_write_keys=keys)
+    assert problem.startswith("redis_agent_write_keys must be a list of one or more Redis key patterns")
 
 
 def test_every_redis_problem_is_listed_at_once_and_the_password_never_shown() -> None:
@@ -111,7 +143,10 @@ POSTGRES = {"postgres_password": "app-password-1", "postgres_replication_passwor
             "postgres_monitor_password": "monitor-password-1",
             "postgres_mode": "kubernetes", "postgres_image": "timescale/timescaledb:2.14.2-pg16",
             "postgres_exporter_image": "prometheuscommunity/postgres-exporter:v0.15.0",
-            "postgres_retention_days": {"trades": 90, "signals": 30}, "postgres_external_host": ""}
+            "postgres_retention_days": {"trades": 90, "signals": 30}, "postgres_external_host": "",
+            "postgres_user": "sapphire", "postgres_replication_user": "replicator",
+            "postgres_agent_user": "sapphire_agent",
+            "postgres_coordinator_user": "sapphire_coordinator", "postgres_monitor_user": "sapphire_monitor"}
 TABLES = ["trades", "signals"]
 
 
@@ -139,6 +174,22 @@ def test_postgres_passwords_of_fewer_than_8_characters_are_refused_by_name_witho
 def test_every_unset_postgres_password_is_named_at_once() -> None:
     (problem,) = postgres(postgres_agent_password="", postgres_monitor_password="")
     assert problem.startswith("postgres_agent_password, postgres_monitor_password must be set")
+
+
+@pytest.mark.parametrize("values", [{"postgres_agent_user": "sapphire"}, {"postgres_monitor_user": "replicator"},
+                                    {"postgres_coordinator_user": "sapphire_agent"}])
+def test_each_purpose_needs_a_login_of_its_own(values: dict[str, Any]) -> None:
+    """The agents' login equal to the owner would give the agents DDL; the fence would skip a shared name."""
+    (problem,) = postgres(**values)
+    assert problem.startswith("postgres_user, postgres_replication_user, postgres_agent_user, "
+                              "postgres_coordinator_user, postgres_monitor_user must be 5 different logins "
+                              "(one per purpose)")
+
+
+@pytest.mark.parametrize("user", ["", None, "Sapphire", "sapphire-agent", "postgres", "pg_monitor", "a;drop", 3])
+def test_a_login_name_that_is_not_a_plain_role_name_is_refused_by_name(user: Any) -> None:
+    (problem,) = postgres(postgres_coordinator_user=user)
+    assert problem.startswith("postgres_coordinator_user must be a PostgreSQL role name")
 
 
 @pytest.mark.parametrize("retention", [{"trades": 90}, {"trades": 90, "signals": 0}, {"trades": 90, "signals": "30"},
