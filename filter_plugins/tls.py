@@ -1,9 +1,12 @@
-"""TLS helpers of the pki role: the subject alternative names of a server certificate."""
+"""TLS helpers: the subject alternative names of a server certificate (the pki role), and how a client of the toolkit
+(validate, the DR steps, the controller's SQL) reaches a PostgreSQL server."""
 
 from __future__ import annotations
 
 import ipaddress
 from typing import Any
+
+from ansible.errors import AnsibleFilterError
 
 # Listen addresses that mean every interface (what the server binds, not what a client connects to).
 WILDCARDS = frozenset({"", "*", "0.0.0.0", "::"})  # noqa: S104
@@ -25,6 +28,32 @@ def subject_alt_names(names: list[str]) -> list[str]:
     return result
 
 
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+VERIFYING = ("verify-ca", "verify-full")
+
+
+def postgres_client_tls(mode: Any, tls: Any, ca_file: Any, external_sslmode: Any = "verify-full",
+                        external_sslrootcert: Any = "system") -> dict[str, str]:
+    """Filter: {sslmode, sslrootcert} of a connection to a PostgreSQL server in postgres_mode `mode`.
+
+    host with postgres_tls: verify-full against the platform CA (ca_file, postgres_tls_ca_file); external: the
+    external settings, the CA given only to a mode that verifies (libpq refuses sslrootcert=system with a weaker one);
+    anything else (a server without TLS, the cluster's own): prefer, no CA.
+    """
+    if mode == "external":
+        if external_sslmode not in SSLMODES:
+            raise AnsibleFilterError(f"postgres_external_sslmode must be one of {', '.join(SSLMODES)}; "
+                                     f"got {external_sslmode!r}")
+        rootcert = str(external_sslrootcert or "") if external_sslmode in VERIFYING else ""
+        if external_sslmode in VERIFYING and not rootcert:
+            raise AnsibleFilterError(f"postgres_external_sslmode {external_sslmode} needs postgres_external_sslrootcert"
+                                     " (a CA bundle file on the controller, or system)")
+        return {"sslmode": str(external_sslmode), "sslrootcert": rootcert}
+    if mode == "host" and tls is True:
+        return {"sslmode": "verify-full", "sslrootcert": str(ca_file)}
+    return {"sslmode": "prefer", "sslrootcert": ""}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"sapphire_subject_alt_names": subject_alt_names}
+        return {"sapphire_subject_alt_names": subject_alt_names, "sapphire_postgres_client_tls": postgres_client_tls}

@@ -43,7 +43,10 @@ options:
     elements: dict
     default: []
   redis_password: {description: Their password., type: str, no_log: true}
-  redis_tls: {description: TLS to Redis., type: bool, default: false}
+  redis_tls: {description: TLS to Redis (its certificate verified)., type: bool, default: false}
+  redis_tls_ca_path:
+    description: CA file the Redis certificate is verified against when O(redis_tls=true); unset uses the trust store.
+    type: path
   tier_priority_classes:
     description: The priority classes of the agent tiers (agent_tiers), refused by the quota with those of the agents.
     type: list
@@ -240,6 +243,7 @@ class Stop:
         timeout = self.params["timeout"]
         return redis.Redis(host=address(target), port=int(target.get("port") or 6379),
                            password=self.params["redis_password"], ssl=self.params["redis_tls"],
+                           ssl_ca_certs=self.params["redis_tls_ca_path"],
                            socket_connect_timeout=timeout, socket_timeout=timeout, decode_responses=True)
 
     def halt_one(self, target: dict[str, Any], value: str) -> tuple[str, str]:
@@ -396,6 +400,7 @@ def main() -> None:
         "redis_targets": {"type": "list", "elements": "dict", "default": []},
         "redis_password": {"type": "str", "no_log": True},
         "redis_tls": {"type": "bool", "default": False},
+        "redis_tls_ca_path": {"type": "path"},
         "tier_priority_classes": {"type": "list", "elements": "str", "default": []},
         "protected_priority_classes": {"type": "list", "elements": "str", "default": []},
         "timeout": {"type": "int", "default": 20},

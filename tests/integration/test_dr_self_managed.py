@@ -75,9 +75,11 @@ class ExternalRegions:
             "postgres_mode": "external", "redis_mode": "external",
             "postgres_external_provider": providers[0], "redis_external_provider": providers[1],
             "postgres_external_host": "127.0.0.1", "redis_external_host": "127.0.0.1",
-            # The role's servers take TCP logins over TLS only (postgres_tls); the test gives no CA path for external
-            # mode, so it encrypts without verifying (the host-mode tests verify-full).
-            "postgres_external_sslmode": "require", "postgres_admin_user": ADMIN_USER,
+            # The role's servers take TCP logins over TLS only (postgres_tls): the external defaults (verify-full)
+            # against the CA that signed them. The role's Redis servers do not speak TLS yet.
+            "postgres_external_sslmode": "verify-full",
+            "postgres_external_sslrootcert": str(servers.local_dir / "pki" / "ca.crt"),
+            "redis_external_tls": False, "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
             "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
             "trading_agents": AGENTS, **servers.secret_vars(), **store["vars"], **(variables or {})}}}
@@ -266,6 +268,8 @@ def test_validate_checks_each_endpoint_and_that_the_agents_view_agrees(regions: 
     assert checks[("postgres", "pg-west", "postgres_role")] == "ok"
     assert checks[("postgres", "pg-east", "postgres_fenced")] == "ok"
     assert checks[("redis", "redis-east", "redis_role")] == "ok"
+    # verify-full (the external default) read the certificate each endpoint presents.
+    assert checks[("postgres", "pg-west", "postgres_certificate")] == "ok"
     # The live region's cluster leads to the promoted servers; the fenced region's is not held to it.
     assert checks[("endpoints", "local-dr", "postgres_service_target")] == "ok"
     assert checks[("endpoints", "local-dr", "redis_service_target")] == "ok"
@@ -283,6 +287,19 @@ def test_validate_checks_each_endpoint_and_that_the_agents_view_agrees(regions: 
     messages = " ".join(" ".join(stale.failure_messages()).split())
     assert (f"Service postgres leads to 127.0.0.1:{ports['pg-primary']}, not to the live primary "
             f"127.0.0.1:{ports['pg-dr']}") in messages, messages
+
+
+def test_an_endpoint_whose_certificate_the_controller_cannot_verify_is_refused(regions: ExternalRegions) -> None:
+    """verify-full verifies: against the controller's trust store (the default CA, which did not sign the servers'
+    certificates) validate cannot log in to either endpoint and says why."""
+    result = regions.run("validate.yml", extra_vars={"validate_components": ["postgres"],
+                                                     "postgres_external_sslrootcert": "system"})
+    assert result.rc != 0
+    report = json.loads((regions.local_dir / "reports" / "validate.json").read_text())
+    failed = {item["host"]: " ".join(check["msg"] for check in item["checks"] if check["status"] == "fail")
+              for item in report["reports"] if item["component"] == "postgres"}
+    assert set(failed) == {"pg-east", "pg-west"}, failed
+    assert all("certificate verify failed" in message for message in failed.values()), failed
 
 
 def test_failover_second_run_changes_nothing(regions: ExternalRegions) -> None:

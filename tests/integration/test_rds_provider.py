@@ -215,6 +215,7 @@ def test_backup_yml_snapshots_rds_and_says_a_provider_managed_redis_is_not_backe
         "sapphire_state_store": "file", "sapphire_local_dir": str(tmp_path / "local"),
         "postgres_mode": "external", "redis_mode": "external", "postgres_external_provider": "rds",
         "redis_external_provider": "elasticache", "redis_password": throwaway_redis.password,
+        "redis_external_tls": False,  # the stand-in for ElastiCache is a plain test server
         "sapphire_aws_endpoint_url": regions["url"], "postgres_rds_wait_timeout": 60,
         "backup_store_mode": "external", "backup_store_endpoint": regions["url"], "backup_store_region": "us-east-1",
         "backup_store_buckets": buckets, "backup_store_access_key": "testing",

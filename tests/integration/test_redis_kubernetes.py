@@ -343,7 +343,7 @@ def test_external_mode_points_the_service_and_reports_differences(
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump(PLAY))
     common = {"redis_mode": "external", "sapphire_namespace": namespace, "redis_external_host": "127.0.0.1",
-              "redis_external_port": port}
+              "redis_external_port": port, "redis_external_tls": False}  # the stand-in managed server is plain
     inventory = cluster_inventory(tmp_path / "hosts.yml", str(kubectl.clusters.kubeconfigs["local-primary"]),
                                   "local-primary", **common)
     # The inventory's password is the vault one; the managed server's is passed like an operator would.

@@ -44,6 +44,7 @@ def run(server: RedisServer, entry_point: str, check: bool = False, **variables:
     return run_playbook(PLAYBOOK, "localhost,", check=check, extra_vars={
         "redis_entry_point": entry_point, "ansible_python_interpreter": sys.executable,
         "redis_external_host": "127.0.0.1", "redis_external_port": server.port, "redis_password": server.password,
+        "redis_external_tls": False,  # the test servers are plain; the role's default is TLS on
         # A replica authenticates to its primary as the replication ACL user every test Redis has.
         "redis_replication_password": REDIS_USER_PASSWORDS["redis_replication_password"],
         **variables})

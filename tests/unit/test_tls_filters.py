@@ -1,7 +1,12 @@
-"""The subject alternative names the pki role puts in a server certificate (filter_plugins/tls.py)."""
+"""The subject alternative names the pki role puts in a server certificate, and how the toolkit's clients reach a
+PostgreSQL server (filter_plugins/tls.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+from ansible.errors import AnsibleFilterError
 from conftest import load_module
 
 tls = load_module("tls", "filter_plugins")
@@ -14,3 +19,36 @@ def test_addresses_become_ip_names_and_the_rest_dns_names_once_each_in_order() -
 
 def test_empty_names_and_wildcard_listen_addresses_are_no_names() -> None:
     assert tls.subject_alt_names(["", None, "*", "0.0.0.0", "::", "db.internal"]) == ["DNS:db.internal"]  # noqa: S104
+
+
+def test_a_host_mode_server_with_tls_is_verified_by_name_against_the_platform_ca() -> None:
+    assert tls.postgres_client_tls("host", True, "/var/lib/sapphire/pki/ca.crt") == {
+        "sslmode": "verify-full", "sslrootcert": "/var/lib/sapphire/pki/ca.crt"}
+
+
+@pytest.mark.parametrize(("mode", "enabled"), [("host", False), ("kubernetes", True), ("kubernetes", False)])
+def test_a_server_without_the_platform_tls_is_reached_as_before(mode: str, enabled: bool) -> None:
+    assert tls.postgres_client_tls(mode, enabled, "/ca.crt") == {"sslmode": "prefer", "sslrootcert": ""}
+
+
+def test_a_managed_server_is_verified_by_name_against_the_trust_store_by_default() -> None:
+    assert tls.postgres_client_tls("external", True, "/ca.crt") == {"sslmode": "verify-full", "sslrootcert": "system"}
+    assert tls.postgres_client_tls("external", False, "/ca.crt", "verify-ca", "/etc/rds/global-bundle.pem") == {
+        "sslmode": "verify-ca", "sslrootcert": "/etc/rds/global-bundle.pem"}
+
+
+@pytest.mark.parametrize("sslmode", ["disable", "prefer", "require"])
+def test_a_mode_that_does_not_verify_gets_no_ca(sslmode: str) -> None:
+    """libpq refuses sslrootcert=system with a mode weaker than verify-full."""
+    assert tls.postgres_client_tls("external", True, "/ca.crt", sslmode, "system") == {
+        "sslmode": sslmode, "sslrootcert": ""}
+
+
+@pytest.mark.parametrize(("sslmode", "rootcert", "message"), [
+    ("verify", "system", "postgres_external_sslmode must be one of disable, allow, prefer, require, verify-ca"),
+    (None, "system", "postgres_external_sslmode must be one of"),
+    ("verify-full", "", "postgres_external_sslmode verify-full needs postgres_external_sslrootcert"),
+])
+def test_bad_external_settings_are_refused_by_name(sslmode: Any, rootcert: str, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        tls.postgres_client_tls("external", True, "/ca.crt", sslmode, rootcert)
