@@ -16,7 +16,7 @@ description:
   - Used by the C(cluster) role for etcd, kube-apiserver, kube-controller-manager,
     kube-scheduler and kwok, and by the host-mode roles on hosts without systemd
     (containers, CI). Hosts with systemd get unit files instead.
-  - With O(state=stopped) the process is sent SIGTERM, then SIGKILL after O(stop_timeout).
+  - With O(state=stopped) the process is sent O(stop_signal), then SIGKILL after O(stop_timeout).
   - A changed command line (new flags) restarts the process.
 version_added: "1.0.0"
 author: sapphire-ops
@@ -69,9 +69,17 @@ options:
     type: int
     default: 60
   stop_timeout:
-    description: Seconds between SIGTERM and SIGKILL when stopping.
+    description: Seconds between O(stop_signal) and SIGKILL when stopping.
     type: int
     default: 20
+  stop_signal:
+    description:
+      - The signal that asks the process to stop. PostgreSQL takes V(INT) as a fast shutdown (clients disconnected,
+        a clean checkpoint); its V(TERM) is a smart shutdown that waits for every client to leave, so a connected
+        workload would run it into SIGKILL and crash recovery.
+    type: str
+    choices: [TERM, INT]
+    default: TERM
 attributes:
   check_mode:
     support: full
@@ -250,9 +258,9 @@ def spawn(command: list[str], logfile: str | None, chdir: str | None,
     return int(data or 0)
 
 
-def stop(pid: int, timeout: int) -> None:
+def stop(pid: int, timeout: int, signal_name: str = "TERM") -> None:
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, getattr(signal, f"SIG{signal_name}"))
     except ProcessLookupError:
         return
     deadline = time.monotonic() + timeout
@@ -264,6 +272,9 @@ def stop(pid: int, timeout: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         return
+    deadline = time.monotonic() + 5  # the kernel ends it at once, but not before kill() returns
+    while process_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def main() -> None:
@@ -281,6 +292,7 @@ def main() -> None:
             wait_host=dict(type="str", default="127.0.0.1"),
             wait_timeout=dict(type="int", default=60),
             stop_timeout=dict(type="int", default=20),
+            stop_signal=dict(type="str", default="TERM", choices=["TERM", "INT"]),
         ),
         required_if=[("state", "started", ["command"]), ("state", "restarted", ["command"]),
                      ("state", "reloaded", ["command"])],
@@ -303,7 +315,7 @@ def main() -> None:
         if running:
             result.update(changed=True, action="stopped")
             if not module.check_mode:
-                stop(pid, params["stop_timeout"])
+                stop(pid, params["stop_timeout"], params["stop_signal"])
                 if process_alive(pid):
                     module.fail_json(msg=f"{name} (pid {pid}) did not stop", **result)
                 os.unlink(pidfile)
@@ -326,7 +338,7 @@ def main() -> None:
     if module.check_mode:
         module.exit_json(**result)
     if running:
-        stop(pid, params["stop_timeout"])
+        stop(pid, params["stop_timeout"], params["stop_signal"])
 
     for path in (pidfile, params["logfile"]):
         if path:
@@ -348,7 +360,7 @@ def main() -> None:
         if port_open(params["wait_host"], port):
             break
         if time.monotonic() > deadline:
-            stop(new_pid, params["stop_timeout"])
+            stop(new_pid, params["stop_timeout"], params["stop_signal"])
             result["running"] = False
             module.fail_json(msg=f"{name} did not listen on {params['wait_host']}:{port} "
                                  f"within {params['wait_timeout']} s; see {params['logfile']}",
