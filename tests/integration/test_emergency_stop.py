@@ -212,6 +212,7 @@ def test_validate_halts_trading_on_a_broken_loss_limit_only_with_auto_halt_on_lo
             namespace, halt_redis, validate_components=["agents"], validate_report_dir=str(tmp_path),
             validate_redis_endpoint={"host": "127.0.0.1", "port": halt_redis.port},
             validate_postgres_endpoint={"host": "127.0.0.1", "port": throwaway_postgres.port},
+            postgres_tls=False,  # the throwaway server is a plain test server, not one of the role's (TLS)
             postgres_monitor_password=POSTGRES_LOGIN_PASSWORDS["postgres_monitor_password"],
             validate_max_hourly_loss=1000, **extra))
 

@@ -102,6 +102,7 @@ def write_inventory(
                 "sapphire_namespace": (cluster or {}).get("sapphire_namespace", "trading-system"),
                 "redis_mode": "host",
                 "postgres_mode": "host",
+                "postgres_tls": False,  # the fixture's servers are plain test servers, not the role's (TLS)
                 "monitoring_mode": "host",
                 "redis_password": platform["redis"].password,
                 "postgres_password": platform["postgres"].password,
