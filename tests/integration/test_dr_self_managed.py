@@ -291,15 +291,14 @@ def test_validate_checks_each_endpoint_and_that_the_agents_view_agrees(regions: 
 
 def test_an_endpoint_whose_certificate_the_controller_cannot_verify_is_refused(regions: ExternalRegions) -> None:
     """verify-full verifies: against the controller's trust store (the default CA, which did not sign the servers'
-    certificates) validate cannot log in to either endpoint and says why."""
+    certificates) validate cannot log in to the live primary and says why."""
     result = regions.run("validate.yml", extra_vars={"validate_components": ["postgres"],
                                                      "postgres_external_sslrootcert": "system"})
     assert result.rc != 0
     report = json.loads((regions.local_dir / "reports" / "validate.json").read_text())
-    failed = {item["host"]: " ".join(check["msg"] for check in item["checks"] if check["status"] == "fail")
-              for item in report["reports"] if item["component"] == "postgres"}
-    assert set(failed) == {"pg-east", "pg-west"}, failed
-    assert all("certificate verify failed" in message for message in failed.values()), failed
+    (live,) = [item for item in report["reports"] if item["component"] == "postgres" and item["host"] == "pg-west"]
+    failed = " ".join(check["msg"] for check in live["checks"] if check["status"] == "fail")
+    assert "certificate verify failed" in failed, live["checks"]
 
 
 def test_failover_second_run_changes_nothing(regions: ExternalRegions) -> None:
