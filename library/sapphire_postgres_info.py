@@ -501,8 +501,9 @@ def check_certificate(end: datetime.datetime | None, warn_days: int,
     if days <= 0:
         return fail("postgres_certificate", f"the server certificate expired on {stamp}", round(days, 1), 0)
     if days < warn_days:
-        return warn("postgres_certificate", f"the server certificate ends on {stamp}, in {days:.0f} days: renew it "
-                    "(deploy re-signs it with the platform CA)", round(days, 1), warn_days)
+        return warn("postgres_certificate", f"the server certificate ends on {stamp}, in {days:.0f} days: no deploy "
+                    "renewed it (a host-mode server's is signed again by deploy within pki_cert_renew_days of its end;"
+                    " a managed endpoint's by its provider)", round(days, 1), warn_days)
     return ok("postgres_certificate", f"the server certificate ends on {stamp} ({days:.0f} days)", round(days, 1),
               warn_days)
 

@@ -8,6 +8,7 @@ bad input rejected before anything is written, and promotion of the standby.
 
 from __future__ import annotations
 
+import datetime
 import os
 import re
 import shutil
@@ -25,6 +26,9 @@ import psycopg
 import pytest
 import testinfra
 import yaml
+from conftest import load_library_module
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from sapphire_testlib import postgres_admin, postgres_app, postgres_privilege_problems
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
@@ -193,6 +197,48 @@ def test_tcp_logins_and_replication_speak_tls_verified_against_the_platform_ca(p
         key = pair.base(host) / "conf" / "tls" / "server.key"
         assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "postgres", host
     assert oct((pair.local_dir / "pki" / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+
+def sign_again(local_dir: Path, certificate_path: Path, days: float) -> None:
+    """Replace a server certificate by one the platform CA signs for the same key and names, ending in `days`."""
+    ca_key = serialization.load_pem_private_key((local_dir / "pki" / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((local_dir / "pki" / "ca.crt").read_bytes())
+    current = x509.load_pem_x509_certificate(certificate_path.read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+    builder = (x509.CertificateBuilder().subject_name(current.subject).issuer_name(ca_cert.subject)
+               .public_key(current.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=days)))
+    for extension in current.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    certificate_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
+def test_deploy_signs_again_a_certificate_due_for_renewal_and_the_server_serves_it(pair: Pair) -> None:
+    served_end = load_library_module("sapphire_postgres_info").served_certificate_end
+    port = pair.ports["pg-primary"]
+    path = pair.base("pg-primary") / "conf" / "tls" / "server.crt"
+    sign_again(pair.local_dir, path, days=10)
+    with pair.admin("pg-primary", "postgres") as conn:
+        conn.execute("SELECT pg_reload_conf()")
+    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+    deadline = time.monotonic() + 10
+    while (served_end("127.0.0.1", port, 5) - now).days > 10 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert (served_end("127.0.0.1", port, 5) - now).days < 11, "the server does not serve the 10-day certificate"
+
+    result = pair.run(CONVERGE, pair.inventory, extra_vars=pair.secrets)
+    assert result.rc == 0, result.explain()
+    written = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+    assert (written - now).days > 300, f"deploy kept a certificate that ends on {written}"
+    deadline = time.monotonic() + 10
+    while served_end("127.0.0.1", port, 5) != written and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert served_end("127.0.0.1", port, 5) == written, "the server still serves the old certificate (no reload)"
+    ca = pair.local_dir / "pki" / "ca.crt"
+    with psycopg.connect(host="127.0.0.1", port=port, user="sapphire_monitor", dbname="sapphire",
+                         password=pair.secrets["postgres_monitor_password"], sslmode="verify-full",
+                         sslrootcert=str(ca), connect_timeout=10) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_pg_hba_refuses_what_does_not_need_access(pair: Pair) -> None:
