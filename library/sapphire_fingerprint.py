@@ -58,6 +58,17 @@ options:
     type: list
     elements: str
     default: []
+  certificates:
+    description:
+      - Server certificates (PEM) the converge keeps signed. With O(record=false), one that ends within
+        O(certificate_renew_days) (or cannot be read) makes the host not converged, so the converge signs it again.
+    type: list
+    elements: path
+    default: []
+  certificate_renew_days:
+    description: Days before its end that a certificate is due for renewal (the pki role's C(pki_cert_renew_days)).
+    type: int
+    default: 30
   record:
     description: Write the fingerprint of the current state instead of comparing with it.
     type: bool
@@ -170,6 +181,19 @@ def observe(paths: list[str], pidfiles: list[str], packages: list[str],
     return observed
 
 
+def certificates_due(module: AnsibleModule, paths: list[str], renew_days: int) -> list[str]:
+    """The certificates that end within renew_days or cannot be read (openssl x509 -checkend), as reasons."""
+    reasons = []
+    for path in paths:
+        rc, _, err = module.run_command(["openssl", "x509", "-noout", "-in", path, "-checkend",
+                                         str(renew_days * 86400)])
+        if rc == 1 and not err.strip():
+            reasons.append(f"certificate {path} ends within {renew_days} days (due for renewal)")
+        elif rc != 0:
+            reasons.append(f"certificate {path} cannot be read: {' '.join(err.split()) or f'openssl exited {rc}'}")
+    return reasons
+
+
 def differences(recorded: dict[str, Any] | None, inputs_digest: str, observed: dict[str, str]) -> list[str]:
     """Why the host is not as the last converge left it; empty when it is."""
     if not recorded:
@@ -193,6 +217,8 @@ def main() -> None:
             "large_files": {"type": "list", "elements": "path", "default": []},
             "pidfiles": {"type": "list", "elements": "path", "default": []},
             "packages": {"type": "list", "elements": "str", "default": []},
+            "certificates": {"type": "list", "elements": "path", "default": []},
+            "certificate_renew_days": {"type": "int", "default": 30},
             "record": {"type": "bool", "default": False},
             "force": {"type": "bool", "default": False},
         },
@@ -208,6 +234,7 @@ def main() -> None:
     if not params["record"]:
         reasons = ["the full check was asked for (deploy_full_check)"] if params["force"] else []
         reasons += differences(recorded, params["inputs_digest"], observed)
+        reasons += certificates_due(module, params["certificates"], params["certificate_renew_days"])
         module.exit_json(changed=False, converged=not reasons, reasons=reasons)
 
     fingerprint = {"inputs": params["inputs_digest"], "observed": observed}

@@ -140,3 +140,41 @@ def test_recording_then_checking_through_the_module(tmp_path: Path) -> None:
     assert run()["reasons"] == [f"path {conf} changed"]
     assert run(_ansible_check_mode=True, record=True)["changed"] is True
     assert run()["converged"] is False, "check mode recorded nothing"
+
+
+def test_a_certificate_due_for_renewal_makes_the_host_not_converged(tmp_path: Path) -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def certificate(name: str, days: int) -> Path:
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+        cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+                .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=days)).sign(key, hashes.SHA256()))
+        path = tmp_path / f"{name}.crt"
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    fresh, ending = certificate("fresh", 300), certificate("ending", 10)
+    path = tmp_path / ".sapphire-converged.json"
+
+    def run(**args: object) -> dict:
+        params = {"path": str(path), "inputs_digest": "d1", **args}
+        process = subprocess.run([sys.executable, str(REPO_ROOT / "library" / "sapphire_fingerprint.py")],
+                                 input=json.dumps({"ANSIBLE_MODULE_ARGS": params}), capture_output=True, text=True,
+                                 check=False, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        return json.loads(process.stdout)
+
+    run(record=True)
+    assert run(certificates=[str(fresh)])["converged"] is True
+    assert run(certificates=[str(fresh), str(ending)])["reasons"] == [
+        f"certificate {ending} ends within 30 days (due for renewal)"]
+    assert run(certificates=[str(ending)], certificate_renew_days=7)["converged"] is True
+    missing = run(certificates=[str(tmp_path / "none.crt")])
+    assert missing["converged"] is False and "cannot be read" in missing["reasons"][0]
