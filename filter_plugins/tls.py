@@ -1,5 +1,6 @@
 """TLS helpers: the subject alternative names of a server certificate (the pki role), and how a client of the toolkit
-(validate, the DR steps, the controller's SQL) reaches a PostgreSQL server."""
+(validate, the DR steps, the controller's SQL and redis-cli, the emergency stop, the workload) reaches a PostgreSQL
+server or a Redis."""
 
 from __future__ import annotations
 
@@ -54,6 +55,25 @@ def postgres_client_tls(mode: Any, tls: Any, ca_file: Any, external_sslmode: Any
     return {"sslmode": "prefer", "sslrootcert": ""}
 
 
+def redis_client_tls(mode: Any, tls: Any, ca_file: Any, external_tls: Any = True,
+                     external_ca_file: Any = "") -> dict[str, Any]:
+    """Filter: {tls, ca_file} of a connection to a Redis in redis_mode `mode`.
+
+    host with redis_tls: TLS verified (chain and name) against the platform CA (ca_file, redis_tls_ca_file); external:
+    redis_external_tls against redis_external_tls_ca_file (empty: the controller's trust store); anything else (an
+    instance without TLS, the cluster's own): plain TCP.
+    """
+    if mode == "external":
+        on = external_tls is True
+        return {"tls": on, "ca_file": str(external_ca_file or "") if on else ""}
+    if mode == "host" and tls is True:
+        if not ca_file:
+            raise AnsibleFilterError("redis_tls needs redis_tls_ca_file (the platform CA's certificate)")
+        return {"tls": True, "ca_file": str(ca_file)}
+    return {"tls": False, "ca_file": ""}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
-        return {"sapphire_subject_alt_names": subject_alt_names, "sapphire_postgres_client_tls": postgres_client_tls}
+        return {"sapphire_subject_alt_names": subject_alt_names, "sapphire_postgres_client_tls": postgres_client_tls,
+                "sapphire_redis_client_tls": redis_client_tls}

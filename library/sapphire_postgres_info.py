@@ -176,7 +176,6 @@ position:
 import datetime
 import re
 import socket
-import ssl
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -192,6 +191,8 @@ from ansible.module_utils.sapphire_connections import (
 )
 from ansible.module_utils.sapphire_health import (
     by_level,
+    certificate_end,
+    check_served_certificate,
     fail,
     finish,
     fmt_bytes,
@@ -470,42 +471,18 @@ def evaluate(facts: dict[str, Any], params: dict[str, Any]) -> tuple[list[dict[s
 
 
 def served_certificate_end(host: str, port: int, timeout: float) -> datetime.datetime | None:
-    """When the certificate the server presents ends (PostgreSQL's SSLRequest, then a TLS handshake that only reads
-    it: the connection itself is verified by libpq); None when the server does not speak TLS."""
-    from cryptography import x509
-
+    """When the certificate the server presents ends (PostgreSQL's SSLRequest first); None without TLS."""
     with socket.create_connection((host, port), timeout=timeout) as raw:
         raw.sendall(struct.pack("!ii", 8, 80877103))  # SSLRequest
         if raw.recv(1) != b"S":
             return None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # reading the end date only; trust is libpq's verify-full
-        with context.wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
-    if not der:
-        return None
-    certificate = x509.load_der_x509_certificate(der)
-    end = getattr(certificate, "not_valid_after_utc", None)  # cryptography 42+; older ones give a naive UTC time
-    return end or certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017
+        return certificate_end(raw, host)
 
 
 def check_certificate(end: datetime.datetime | None, warn_days: int,
                       now: datetime.datetime | None = None) -> dict[str, Any]:
     """The postgres_certificate check from the end of the served certificate."""
-    if end is None:
-        return fail("postgres_certificate", "the server does not speak TLS", None, "TLS")
-    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - a module runs on older Pythons too
-    days = (end - now).total_seconds() / 86400
-    stamp = end.strftime("%Y-%m-%d %H:%M UTC")
-    if days <= 0:
-        return fail("postgres_certificate", f"the server certificate expired on {stamp}", round(days, 1), 0)
-    if days < warn_days:
-        return warn("postgres_certificate", f"the server certificate ends on {stamp}, in {days:.0f} days: no deploy "
-                    "renewed it (a host-mode server's is signed again by deploy within pki_cert_renew_days of its end;"
-                    " a managed endpoint's by its provider)", round(days, 1), warn_days)
-    return ok("postgres_certificate", f"the server certificate ends on {stamp} ({days:.0f} days)", round(days, 1),
-              warn_days)
+    return check_served_certificate("postgres_certificate", end, warn_days, now)
 
 
 def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:

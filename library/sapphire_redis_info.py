@@ -57,6 +57,12 @@ options:
     description: Fail when the append-only file is disabled.
     type: bool
     default: true
+  certificate_warn_days:
+    description:
+      - With O(redis_tls) and O(redis_tls_verify), the certificate the server presents is read (a TLS handshake of its
+        own) and its end checked (C(redis_certificate)) - C(fail) when it has expired, C(warn) within this many days.
+    type: int
+    default: 30
 extends_documentation_fragment:
   - sapphire.health
   - sapphire.redis
@@ -134,6 +140,7 @@ info:
   type: dict
 """
 
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -148,6 +155,8 @@ from ansible.module_utils.sapphire_connections import (
 )
 from ansible.module_utils.sapphire_health import (
     by_level,
+    certificate_end,
+    check_served_certificate,
     fail,
     finish,
     fmt_bytes,
@@ -326,6 +335,15 @@ def collect(params: dict[str, Any], connect: Callable[[dict[str, Any]], Any]) ->
         except Exception as exc:  # the primary is checked on its own; here it only refines the lag
             primary_error = describe_redis_error(exc, upstream)
     result["checks"].extend(evaluate(info, params, primary_offset, primary_error))
+    if params.get("redis_tls") and params.get("redis_tls_verify", True):
+        try:
+            with socket.create_connection((params["redis_host"], params["redis_port"]),
+                                          timeout=params.get("connect_timeout") or 5) as raw:
+                end = certificate_end(raw, params["redis_host"])
+            result["checks"].append(check_served_certificate("redis_certificate", end,
+                                                             params.get("certificate_warn_days") or 30))
+        except (OSError, ValueError) as exc:
+            result["checks"].append(warn("redis_certificate", f"the server certificate could not be read: {exc}"))
     result["info"] = {key: info.get(key) for key in INFO_FIELDS if key in info}
     return finish(result)
 
@@ -342,6 +360,7 @@ def main() -> None:
             memory_fail_percent={"type": "float", "default": 90.0},
             expected_eviction_policy={"type": "str", "default": "allkeys-lru"},
             require_aof={"type": "bool", "default": True},
+            certificate_warn_days={"type": "int", "default": 30},
         ),
         lambda params: collect(params, redis_client), needs=("redis",),
         ports=("redis_port",), positive=("connect_timeout",),

@@ -12,6 +12,9 @@ uniform across Redis, PostgreSQL, Prometheus and Kubernetes.
 
 from __future__ import annotations
 
+import datetime
+import socket
+import ssl
 from typing import Any
 
 STATUSES = ("ok", "warn", "fail", "skipped")
@@ -92,3 +95,38 @@ def fmt_bytes(value: float) -> str:
         if abs(value) >= size:
             return f"{value / size:.1f}{unit}"
     return f"{value:.0f}B"
+
+
+def certificate_end(raw: socket.socket, host: str) -> datetime.datetime | None:
+    """When the certificate a server presents on `raw` ends: a TLS handshake that only reads it (trust is the client
+    library's, which verifies chain and name); None when it presents none."""
+    from cryptography import x509
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # reading the end date only
+    with context.wrap_socket(raw, server_hostname=host) as tls:
+        der = tls.getpeercert(binary_form=True)
+    if not der:
+        return None
+    certificate = x509.load_der_x509_certificate(der)
+    end = getattr(certificate, "not_valid_after_utc", None)  # cryptography 42+; older ones give a naive UTC time
+    return end or certificate.not_valid_after.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017
+
+
+def check_served_certificate(name: str, end: datetime.datetime | None, warn_days: int,
+                             now: datetime.datetime | None = None) -> dict[str, Any]:
+    """A certificate check (e.g. postgres_certificate) from the end of the served certificate: fail once ended, warn
+    within warn_days (the window in which deploy signs a host-mode certificate again)."""
+    if end is None:
+        return fail(name, "the server does not speak TLS", None, "TLS")
+    now = now or datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017 - a module runs on older Pythons too
+    days = (end - now).total_seconds() / 86400
+    stamp = end.strftime("%Y-%m-%d %H:%M UTC")
+    if days <= 0:
+        return fail(name, f"the server certificate expired on {stamp}", round(days, 1), 0)
+    if days < warn_days:
+        return warn(name, f"the server certificate ends on {stamp}, in {days:.0f} days: no deploy renewed it (a "
+                    "host-mode server's is signed again by deploy within pki_cert_renew_days of its end; a managed "
+                    "endpoint's by its provider)", round(days, 1), warn_days)
+    return ok(name, f"the server certificate ends on {stamp} ({days:.0f} days)", round(days, 1), warn_days)

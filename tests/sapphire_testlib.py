@@ -156,14 +156,16 @@ REDIS_PERMISSIONS = [
 ]
 
 
-def redis_permission_problems(port: int, passwords: dict[str, str]) -> list[str]:
-    """Each command of REDIS_PERMISSIONS run as its user; what went otherwise than intended. passwords: {user: pw}."""
+def redis_permission_problems(port: int, passwords: dict[str, str], ca_file: str = "") -> list[str]:
+    """Each command of REDIS_PERMISSIONS run as its user; what went otherwise than intended. passwords: {user: pw};
+    ca_file: the platform CA of a server that speaks TLS (empty: plain TCP)."""
     import redis
 
+    tls = {"ssl": True, "ssl_ca_certs": ca_file} if ca_file else {}
     problems = []
     for user, command, allowed in REDIS_PERMISSIONS:
         client = redis.Redis(host="127.0.0.1", port=port, username=user, password=passwords[user],
-                             socket_timeout=10)
+                             socket_timeout=10, **tls)
         try:
             client.execute_command(*command)
             outcome = "allowed"

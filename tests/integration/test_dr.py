@@ -216,9 +216,15 @@ class DataServers:
     def app(self, host: str) -> psycopg.Connection:
         return postgres_app(self.ports[host], self.secrets["postgres_password"])
 
-    def redis(self, host: str) -> redis.Redis:
+    @property
+    def ca_file(self) -> str:
+        """The platform CA the servers' certificates are signed by (role pki, under the inventory's local dir)."""
+        return str(self.local_dir / "pki" / "ca.crt")
+
+    def redis(self, host: str, **kwargs: Any) -> redis.Redis:
+        """The administrator over TLS (the instances speak TLS only), the server verified against the platform CA."""
         return redis.Redis(host="127.0.0.1", port=self.ports[host], password=self.secrets["redis_password"],
-                           decode_responses=True, socket_timeout=10)
+                           decode_responses=True, socket_timeout=10, ssl=True, ssl_ca_certs=self.ca_file, **kwargs)
 
     def state(self) -> dict[str, Any]:
         path = self.local_dir / "dr" / "state.yml"
@@ -343,8 +349,7 @@ class WriteLoad:
             return  # the fence stopped the old primary: nothing more is acknowledged
 
     def _redis(self) -> None:
-        client = redis.Redis(host="127.0.0.1", port=self.servers.ports[self.redis_host],
-                             password=self.servers.secrets["redis_password"], socket_timeout=600)
+        client = self.servers.redis(self.redis_host, socket_timeout=600, decode_responses=False)
         try:
             while not self.stopping.is_set():
                 key = f"sapphire:dr-load:{uuid.uuid4().hex[:16]}"
@@ -562,11 +567,11 @@ def test_a_writer_given_a_newer_epoch_refuses_the_stores(servers: DataServers) -
     with servers.admin("pg-dr") as conn:
         before = conn.execute("SELECT count(*) FROM trades").fetchone()[0]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "workload"),
-           "SAPPHIRE_REDIS_PASSWORD": servers.secrets["redis_password"],
+           "SAPPHIRE_REDIS_PASSWORD": servers.secrets["redis_password"], "SAPPHIRE_REDIS_CA_FILE": servers.ca_file,
            "SAPPHIRE_POSTGRES_DSN": f"host=127.0.0.1 port={servers.ports['pg-dr']} dbname=sapphire user=sapphire "
                                     f"password={servers.secrets['postgres_password']}"}
     command = [sys.executable, "-m", "sapphire_workload", f"--agents={agents}", "--once",
-               f"--redis-url=redis://127.0.0.1:{servers.ports['redis-dr']}/0"]
+               f"--redis-url=rediss://127.0.0.1:{servers.ports['redis-dr']}/0"]
     refused = subprocess.run([*command, "--epoch=2"], env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode != 0 and "older than this writer's epoch 2" in refused.stdout + refused.stderr
     with servers.admin("pg-dr") as conn:

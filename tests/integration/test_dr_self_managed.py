@@ -75,11 +75,12 @@ class ExternalRegions:
             "postgres_mode": "external", "redis_mode": "external",
             "postgres_external_provider": providers[0], "redis_external_provider": providers[1],
             "postgres_external_host": "127.0.0.1", "redis_external_host": "127.0.0.1",
-            # The role's servers take TCP logins over TLS only (postgres_tls): the external defaults (verify-full)
-            # against the CA that signed them. The role's Redis servers do not speak TLS yet.
+            # The role's servers speak TLS only (postgres_tls, redis_tls): the external defaults (verify-full, TLS
+            # on) against the CA that signed them.
             "postgres_external_sslmode": "verify-full",
-            "postgres_external_sslrootcert": str(servers.local_dir / "pki" / "ca.crt"),
-            "redis_external_tls": False, "postgres_admin_user": ADMIN_USER,
+            "postgres_external_sslrootcert": servers.ca_file,
+            "redis_external_tls": True, "redis_external_tls_ca_file": servers.ca_file,
+            "postgres_admin_user": ADMIN_USER,
             "postgres_admin_password": ADMIN_PASSWORD, "sapphire_local_dir": str(self.local_dir),
             "sapphire_environment": "test", "sapphire_state_store": "clusters" if clusters else "file",
             "trading_agents": AGENTS, **servers.secret_vars(), **store["vars"], **(variables or {})}}}

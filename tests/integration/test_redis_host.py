@@ -105,9 +105,14 @@ class Pair:
     def instance_dir(self, host: str) -> Path:
         return self.local_dir / "redis" / host
 
+    @property
+    def ca_file(self) -> str:
+        return str(self.local_dir / "pki" / "ca.crt")
+
     def client(self, host: str, **kwargs: Any) -> redis.Redis:
+        """The administrator over TLS, the server verified by chain and name against the platform CA."""
         return redis.Redis(host="127.0.0.1", port=self.ports[host], password=self.password, socket_timeout=5,
-                           decode_responses=True, **kwargs)
+                           decode_responses=True, ssl=True, ssl_ca_certs=self.ca_file, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -165,7 +170,8 @@ def test_seed_settings_in_effect(converged: Pair) -> None:
 
 def test_password_required_and_kept_out_of_the_main_config(converged: Pair) -> None:
     with pytest.raises(redis.exceptions.AuthenticationError):
-        redis.Redis(host="127.0.0.1", port=converged.ports["redis-test-primary"], socket_timeout=5).ping()
+        redis.Redis(host="127.0.0.1", port=converged.ports["redis-test-primary"], socket_timeout=5, ssl=True,
+                    ssl_ca_certs=converged.ca_file).ping()
     base = converged.instance_dir("redis-test-primary")
     assert converged.password not in (base / "redis.conf").read_text()
     auth = base / "auth.conf"
@@ -173,11 +179,29 @@ def test_password_required_and_kept_out_of_the_main_config(converged: Pair) -> N
     assert auth.stat().st_uid == pwd.getpwnam("redis").pw_uid
 
 
+def test_clients_and_replication_speak_tls_verified_against_the_platform_ca(converged: Pair) -> None:
+    port = converged.ports["redis-test-primary"]
+    # The plain port is closed: a plaintext client gets no answer it can read.
+    with pytest.raises(redis.exceptions.ConnectionError):
+        redis.Redis(host="127.0.0.1", port=port, password=converged.password, socket_timeout=3).ping()
+    # A client that does not trust the platform CA refuses the server; one that does but dials a name the
+    # certificate does not carry refuses it too.
+    with pytest.raises(redis.exceptions.ConnectionError, match="certificate verify failed"):
+        redis.Redis(host="127.0.0.1", port=port, password=converged.password, socket_timeout=3, ssl=True).ping()
+    assert converged.client("redis-test-primary").ping() is True
+    for name in converged.ports:
+        config = converged.client(name).config_get("tls-*")
+        assert config["tls-replication"] == "yes" and config["tls-port"] == str(converged.ports[name]), name
+        key = converged.instance_dir(name) / "tls" / "server.key"
+        assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "redis", name
+    assert converged.client("redis-test-replica").info("replication")["master_link_status"] == "up"
+
+
 def test_each_acl_user_may_do_only_what_its_purpose_needs(converged: Pair) -> None:
     passwords = {"sapphire-agent": USER_PASSWORDS["redis_agent_password"],
                  "sapphire-replica": USER_PASSWORDS["redis_replication_password"],
                  "sapphire-monitor": USER_PASSWORDS["redis_monitor_password"]}
-    assert redis_permission_problems(converged.ports["redis-test-primary"], passwords) == []
+    assert redis_permission_problems(converged.ports["redis-test-primary"], passwords, converged.ca_file) == []
     # The include file holds their passwords' SHA-256 only (the replication one also as masterauth: a replica needs it).
     auth = (converged.instance_dir("redis-test-primary") / "auth.conf").read_text()
     for name in ("redis_agent_password", "redis_monitor_password"):

@@ -52,3 +52,25 @@ def test_a_mode_that_does_not_verify_gets_no_ca(sslmode: str) -> None:
 def test_bad_external_settings_are_refused_by_name(sslmode: Any, rootcert: str, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         tls.postgres_client_tls("external", True, "/ca.crt", sslmode, rootcert)
+
+
+def test_a_host_mode_redis_with_tls_is_verified_against_the_platform_ca() -> None:
+    assert tls.redis_client_tls("host", True, "/var/lib/sapphire/pki/ca.crt") == {
+        "tls": True, "ca_file": "/var/lib/sapphire/pki/ca.crt"}
+
+
+@pytest.mark.parametrize(("mode", "enabled"), [("host", False), ("kubernetes", True), ("kubernetes", False)])
+def test_a_redis_without_the_platform_tls_is_reached_over_plain_tcp(mode: str, enabled: bool) -> None:
+    assert tls.redis_client_tls(mode, enabled, "/ca.crt", True, "/managed-ca.pem") == {"tls": False, "ca_file": ""}
+
+
+def test_a_managed_redis_follows_the_external_settings_its_ca_only_with_tls() -> None:
+    assert tls.redis_client_tls("external", True, "/ca.crt") == {"tls": True, "ca_file": ""}
+    assert tls.redis_client_tls("external", False, "/ca.crt", True, "/managed-ca.pem") == {
+        "tls": True, "ca_file": "/managed-ca.pem"}
+    assert tls.redis_client_tls("external", True, "/ca.crt", False, "/managed-ca.pem") == {"tls": False, "ca_file": ""}
+
+
+def test_a_host_mode_redis_with_tls_and_no_ca_is_refused_by_name() -> None:
+    with pytest.raises(AnsibleFilterError, match="redis_tls_ca_file"):
+        tls.redis_client_tls("host", True, "")

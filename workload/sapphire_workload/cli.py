@@ -29,6 +29,7 @@ DEFAULT_SYMBOLS = "BTC/USDT,ETH/USDT,SOL/USDT"
 EPILOG = """environment:
   SAPPHIRE_REDIS_USERNAME   Redis ACL user (unset: the default user)
   SAPPHIRE_REDIS_PASSWORD   Redis password (never pass secrets on the command line)
+  SAPPHIRE_REDIS_CA_FILE    CA certificate a rediss:// server is verified against (unset: the trust store)
   SAPPHIRE_POSTGRES_DSN     libpq DSN or URL of the trading database, password included
                             (e.g. "host=127.0.0.1 port=15432 dbname=sapphire user=sapphire password=...")
   SAPPHIRE_EPOCH            default of --epoch
@@ -104,6 +105,7 @@ class Workload:
         self.dsn = os.environ.get("SAPPHIRE_POSTGRES_DSN", "")
         self.redis_username = os.environ.get("SAPPHIRE_REDIS_USERNAME") or None
         self.redis_password = os.environ.get("SAPPHIRE_REDIS_PASSWORD") or None
+        self.redis_ca_file = os.environ.get("SAPPHIRE_REDIS_CA_FILE") or None
         self.rng = random.SystemRandom()
         self.state = WriterState()
         self.metrics = Registry()
@@ -132,8 +134,10 @@ class Workload:
         self.metrics.set(STALE_EPOCH_REFUSALS, 0)
 
     def redis(self) -> redis.Redis:
+        # rediss:// verifies the server's certificate (chain and name, redis-py's defaults) against the CA file.
+        tls = {"ssl_ca_certs": self.redis_ca_file} if self.args.redis_url.startswith("rediss://") else {}
         return redis.Redis.from_url(self.args.redis_url, username=self.redis_username, password=self.redis_password,
-                                    decode_responses=True, socket_connect_timeout=2, socket_timeout=2)
+                                    decode_responses=True, socket_connect_timeout=2, socket_timeout=2, **tls)
 
     def pg(self) -> Any:
         if not self.dsn:
