@@ -283,6 +283,25 @@ class PlaybookResult:
         return "\n".join(self.failure_messages()) + f"\n--- stderr tail ---\n{tail}"
 
 
+def sign_again(local_dir: Path, certificate_path: Path, days: float) -> None:
+    """Replace a server certificate by one the platform CA signs for the same key and names, ending in `days`."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    ca_key = serialization.load_pem_private_key((local_dir / "pki" / "ca.key").read_bytes(), None)
+    ca_cert = x509.load_pem_x509_certificate((local_dir / "pki" / "ca.crt").read_bytes())
+    current = x509.load_pem_x509_certificate(certificate_path.read_bytes())
+    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+    builder = (x509.CertificateBuilder().subject_name(current.subject).issuer_name(ca_cert.subject)
+               .public_key(current.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=days)))
+    for extension in current.extensions:
+        builder = builder.add_extension(extension.value, extension.critical)
+    certificate_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+
+
 def secret_forms(value: str) -> set[str]:
     """A secret as an output may carry it: as is, base64, URL-encoded and JSON-escaped."""
     return {value, base64.b64encode(value.encode()).decode(), urllib.parse.quote(value, safe=""),

@@ -28,8 +28,7 @@ import testinfra
 import yaml
 from conftest import load_library_module
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from sapphire_testlib import postgres_admin, postgres_app, postgres_privilege_problems
+from sapphire_testlib import postgres_admin, postgres_app, postgres_privilege_problems, sign_again
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -197,20 +196,6 @@ def test_tcp_logins_and_replication_speak_tls_verified_against_the_platform_ca(p
         key = pair.base(host) / "conf" / "tls" / "server.key"
         assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "postgres", host
     assert oct((pair.local_dir / "pki" / "ca.key").stat().st_mode & 0o777) == "0o600"
-
-
-def sign_again(local_dir: Path, certificate_path: Path, days: float) -> None:
-    """Replace a server certificate by one the platform CA signs for the same key and names, ending in `days`."""
-    ca_key = serialization.load_pem_private_key((local_dir / "pki" / "ca.key").read_bytes(), None)
-    ca_cert = x509.load_pem_x509_certificate((local_dir / "pki" / "ca.crt").read_bytes())
-    current = x509.load_pem_x509_certificate(certificate_path.read_bytes())
-    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
-    builder = (x509.CertificateBuilder().subject_name(current.subject).issuer_name(ca_cert.subject)
-               .public_key(current.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=days)))
-    for extension in current.extensions:
-        builder = builder.add_extension(extension.value, extension.critical)
-    certificate_path.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
 
 
 def test_deploy_signs_again_a_certificate_due_for_renewal_and_the_server_serves_it(pair: Pair) -> None:

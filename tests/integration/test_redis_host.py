@@ -13,6 +13,7 @@ role refuses such a directory in its preflight (tested below).
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 import pwd
@@ -20,6 +21,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -31,7 +33,8 @@ import pytest
 import redis
 import testinfra
 import yaml
-from sapphire_testlib import redis_permission_problems
+from cryptography import x509
+from sapphire_testlib import redis_permission_problems, sign_again
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
@@ -195,6 +198,33 @@ def test_clients_and_replication_speak_tls_verified_against_the_platform_ca(conv
         key = converged.instance_dir(name) / "tls" / "server.key"
         assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "redis", name
     assert converged.client("redis-test-replica").info("replication")["master_link_status"] == "up"
+
+
+def served_certificate_end(port: int) -> datetime.datetime:
+    pem = ssl.get_server_certificate(("127.0.0.1", port))
+    return x509.load_pem_x509_certificate(pem.encode()).not_valid_after_utc
+
+
+def test_a_certificate_due_for_renewal_is_signed_again_by_a_deploy_and_served_without_a_restart(
+        converged: Pair) -> None:
+    host, port = "redis-test-primary", converged.ports["redis-test-primary"]
+    path = converged.instance_dir(host) / "tls" / "server.crt"
+    pid = (converged.instance_dir(host) / "redis.pid").read_text().strip()
+    sign_again(converged.local_dir, path, days=10)
+    # A deploy whose renewal window is shorter keeps it, and records the host as converged with it.
+    kept = converged.run(CONVERGE, converged.inventory, extra_vars={"pki_cert_renew_days": 5})
+    assert kept.rc == 0, kept.explain()
+    now = datetime.datetime.now(datetime.timezone.utc)  # noqa: UP017
+    assert (x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc - now).days < 11
+
+    # The next deploy (30 days) finds it due although nothing else changed, signs it again, and Redis serves it.
+    renewed = converged.run(CONVERGE, converged.inventory)
+    assert renewed.rc == 0, renewed.explain()
+    written = x509.load_pem_x509_certificate(path.read_bytes()).not_valid_after_utc
+    assert (written - now).days > 300, f"deploy kept a certificate that ends on {written}"
+    assert served_certificate_end(port) == written, "Redis still serves the old certificate"
+    assert (converged.instance_dir(host) / "redis.pid").read_text().strip() == pid, "Redis was restarted"
+    assert converged.client(host).ping() is True
 
 
 def test_each_acl_user_may_do_only_what_its_purpose_needs(converged: Pair) -> None:
