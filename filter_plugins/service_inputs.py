@@ -106,6 +106,18 @@ def _redis_identity_problems(values: dict[str, Any], mode: Any) -> list[str]:
     return problems
 
 
+def _ca_file_problem(name: str, path: Any) -> str | None:
+    """A CA file the controller verifies a server against: it must be a readable file of PEM certificates (a wrong
+    path would only show as "certificate verify failed" in the middle of a run, or a DR)."""
+    try:
+        with open(str(path), encoding="utf-8", errors="replace") as handle:
+            if "-----BEGIN CERTIFICATE-----" in handle.read(1 << 20):
+                return None
+        return f"{name} = {path!r} holds no PEM certificate (-----BEGIN CERTIFICATE-----): give the CA bundle file."
+    except OSError as exc:
+        return f"{name} = {path!r} cannot be read on the controller ({exc.strerror}): give the CA bundle file."
+
+
 def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host: bool, host: str,
                          redis_hosts: list[str], endpoints: list[str], digests_required: Any,
                          vault_hint: str) -> list[str]:
@@ -147,6 +159,9 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
                             "redis_endpoints with sapphire_region, redis_external_host, redis_replication_role) or "
                             "set redis_external_host (DNS name or IP of the managed Redis); redis_external_port a "
                             "port number.")
+    if mode == "external" and values.get("redis_external_tls") is True and values.get("redis_external_tls_ca_file"):
+        problem = _ca_file_problem("redis_external_tls_ca_file", values["redis_external_tls_ca_file"])
+        problems += [problem] if problem else []
     replica_of = values.get("redis_replica_of") or ""
     if (on_redis_host and mode == "host" and values.get("redis_replication_role") == "replica"
             and (replica_of not in redis_hosts or replica_of == host)):
@@ -161,6 +176,7 @@ POSTGRES_PASSWORDS = ("postgres_password", "postgres_replication_password", "pos
 # Their names: plain lower-case identifiers (written into SQL, pg_hba and pgpass unquoted), not reserved.
 POSTGRES_USERS = ("postgres_user", "postgres_replication_user", "postgres_agent_user", "postgres_coordinator_user",
                   "postgres_monitor_user")
+POSTGRES_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 POSTGRES_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -205,6 +221,17 @@ def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints:
             or not all(_is_integer(days) and days > 0 for days in retention.values())):
         problems.append(f"postgres_retention_days needs a positive number of days for each of {', '.join(tables)}; "
                         f"got {retention}.")
+    if mode == "external" and "postgres_external_sslmode" in values:
+        sslmode, rootcert = values.get("postgres_external_sslmode"), values.get("postgres_external_sslrootcert")
+        if sslmode not in POSTGRES_SSLMODES:
+            problems.append(f"postgres_external_sslmode must be one of {', '.join(POSTGRES_SSLMODES)}; "
+                            f"got {sslmode!r}.")
+        elif sslmode in ("verify-ca", "verify-full") and not rootcert:
+            problems.append(f"postgres_external_sslmode {sslmode} needs postgres_external_sslrootcert: a CA bundle "
+                            "file on the controller, or system for its trust store.")
+        elif sslmode in ("verify-ca", "verify-full") and rootcert != "system":
+            problem = _ca_file_problem("postgres_external_sslrootcert", rootcert)
+            problems += [problem] if problem else []
     if on_cluster and mode == "external" and not (values.get("postgres_external_host") or endpoints):
         problems.append("postgres_mode is external: declare the endpoint of each region (hosts of group "
                         "postgres_endpoints with sapphire_region, postgres_external_host, postgres_replication_role) "

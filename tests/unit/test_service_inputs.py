@@ -3,9 +3,11 @@ written, every problem at once, each naming its variable, and never with a secre
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import load_module
 
 inputs = load_module("service_inputs", "filter_plugins")
@@ -297,3 +299,45 @@ def test_every_namespace_problem_is_listed_at_once() -> None:
     problems = namespace(name="default", level="none", quota={"pods": "many"},
                          namespace_alert_egress_cidrs=["mail.example.com"])
     assert len(problems) == 4, problems
+
+
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+
+
+def test_an_external_ca_file_the_controller_cannot_use_is_refused_by_name_before_any_connection(tmp_path: Any) -> None:
+    good, key = tmp_path / "ca.pem", tmp_path / "server.key"
+    good.write_text(CA_PEM)
+    key.write_text("-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n")
+    external = {"redis_mode": "external", "redis_external_host": "redis.example.internal", "redis_external_tls": True}
+    assert redis(**external, redis_external_tls_ca_file=str(good)) == []
+    assert redis(**external, redis_external_tls_ca_file="") == []  # the trust store
+    (missing,) = redis(**external, redis_external_tls_ca_file=str(tmp_path / "none.pem"))
+    assert missing.startswith("redis_external_tls_ca_file = ") and "cannot be read on the controller" in missing
+    (wrong,) = redis(**external, redis_external_tls_ca_file=str(key))
+    assert wrong.startswith("redis_external_tls_ca_file = ") and "holds no PEM certificate" in wrong
+    # Without TLS the file is not used, so not checked.
+    assert redis(**{**external, "redis_external_tls": False}, redis_external_tls_ca_file=str(key)) == []
+
+    pg = {"postgres_mode": "external", "postgres_external_host": "db.example.internal"}
+    assert postgres(**pg, postgres_external_sslmode="verify-full", postgres_external_sslrootcert=str(good)) == []
+    assert postgres(**pg, postgres_external_sslmode="verify-full", postgres_external_sslrootcert="system") == []
+    assert postgres(**pg, postgres_external_sslmode="require", postgres_external_sslrootcert=str(key)) == []
+    (missing,) = postgres(**pg, postgres_external_sslmode="verify-ca",
+                          postgres_external_sslrootcert=str(tmp_path / "none.pem"))
+    assert missing.startswith("postgres_external_sslrootcert = ")
+    (empty,) = postgres(**pg, postgres_external_sslmode="verify-full", postgres_external_sslrootcert="")
+    assert "needs postgres_external_sslrootcert" in empty
+    (mode,) = postgres(**pg, postgres_external_sslmode="verify_full", postgres_external_sslrootcert="system")
+    assert mode.startswith("postgres_external_sslmode must be one of")
+
+
+def test_the_external_tls_defaults_are_the_verifying_ones() -> None:
+    """Production talks to managed services: the roles' defaults must verify (a default that does not is a silent
+    downgrade for every inventory that does not say otherwise)."""
+    root = Path(__file__).resolve().parents[2]
+    postgres_defaults = yaml.safe_load((root / "roles/postgres/defaults/main.yml").read_text())
+    redis_defaults = yaml.safe_load((root / "roles/redis/defaults/main.yml").read_text())
+    assert postgres_defaults["postgres_external_sslmode"] == "verify-full"
+    assert postgres_defaults["postgres_external_sslrootcert"] == "system"
+    assert postgres_defaults["postgres_tls"] is True
+    assert redis_defaults["redis_external_tls"] is True and redis_defaults["redis_tls"] is True
