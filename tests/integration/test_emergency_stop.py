@@ -81,7 +81,9 @@ def platform(local_clusters: LocalClusters) -> Iterator[str]:
 def stop_vars(namespace: str, redis: Any, **extra: Any) -> dict[str, Any]:
     return platform_vars(namespace, redis_password=redis.password,
                          redis_monitor_password=REDIS_USER_PASSWORDS["redis_monitor_password"],
-                         agents_halt_redis_endpoint={"host": "127.0.0.1", "port": redis.port}, **extra)
+                         agents_halt_redis_endpoint={"host": "127.0.0.1", "port": redis.port},
+                         redis_tls=False,  # the throwaway Redis is a plain test server, not one of the role's (TLS)
+                         **extra)
 
 
 def test_stop_halts_scales_to_zero_and_resume_restores(platform: str, local_clusters: LocalClusters,

@@ -102,7 +102,9 @@ def write_inventory(
                 "sapphire_namespace": (cluster or {}).get("sapphire_namespace", "trading-system"),
                 "redis_mode": "host",
                 "postgres_mode": "host",
-                "postgres_tls": False,  # the fixture's servers are plain test servers, not the role's (TLS)
+                # The fixture's servers are plain test servers, not the role's (TLS).
+                "postgres_tls": False,
+                "redis_tls": False,
                 "monitoring_mode": "host",
                 "redis_password": platform["redis"].password,
                 "postgres_password": platform["postgres"].password,
@@ -153,6 +155,7 @@ def test_healthy_platform_validates_green(tmp_path: Path, platform: dict[str, An
         "coordinator",
         "market_data",
         "risk",
+        "positions",
     }
     names = {check["name"] for _, check in all_checks(report)}
     assert {
@@ -162,6 +165,7 @@ def test_healthy_platform_validates_green(tmp_path: Path, platform: dict[str, An
         "circuit:exchange",
         "coordinator_health",
         "risk_window_pnl",
+        "positions:momentum",
         "alerts_critical",
         "postgres_table:trades",
     } <= names

@@ -36,6 +36,7 @@ def inventory(tmp_path: Path, redis: RedisServer, postgres: PostgresServer, port
         "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "redis_mode": "host", "postgres_mode": "host", "redis_password": redis.password,
+            "redis_tls": False,  # the throwaway Redis is a plain test server, not one of the role's (TLS)
             "redis_agent_user": "sapphire-agent", "redis_agent_password": REDIS_USER_PASSWORDS["redis_agent_password"],
             "postgres_agent_user": "sapphire_agent", "postgres_database": "sapphire",
             "postgres_agent_password": POSTGRES_LOGIN_PASSWORDS["postgres_agent_password"],
