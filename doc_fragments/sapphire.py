@@ -153,6 +153,20 @@ options:
     default: true
 """
 
+    POSITIONS = r"""
+options:
+  positions_tolerance:
+    description: Largest difference between a position kept in Redis and the trades' sum that still agrees.
+    type: float
+    default: 0.000001
+  trades_retention_days:
+    description:
+      - Days of trades PostgreSQL keeps (C(postgres_retention_days.trades)); positions kept since before that cannot
+        be reconciled from the trades and are reported skipped. 0 means the trades are never dropped.
+    type: int
+    default: 0
+"""
+
     RISK = r"""
 options:
   loss_window:

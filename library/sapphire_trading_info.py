@@ -8,17 +8,18 @@ from __future__ import annotations
 DOCUMENTATION = r"""
 ---
 module: sapphire_trading_info
-short_description: Check that the platform is trading - heartbeats, breakers, coordinator, market data and risk at once
+short_description: Check that the platform is trading - heartbeats, breakers, coordinator, market data, risk, positions
 description:
   - Runs the checks of M(sapphire_heartbeat_info), M(sapphire_circuit_breaker_info),
-    M(sapphire_coordinator_info), M(sapphire_market_data_info) and M(sapphire_risk_info) side by side
-    in one process (they wait on Redis, PostgreSQL and HTTP, not on the CPU) and returns the five
+    M(sapphire_coordinator_info), M(sapphire_market_data_info), M(sapphire_risk_info) and
+    M(sapphire_positions_info) side by side in one process (they wait on Redis, PostgreSQL and HTTP, not on the
+    CPU) and returns the six
     reports, each the result the single module returns for the same options.
   - A check whose endpoint is not given is reported as skipped, with a single check named after the
     component that says which variable to set - heartbeats and circuit_breakers without O(redis_host),
-    market_data and risk without O(postgres_host), coordinator without O(coordinator_url).
+    market_data and risk without O(postgres_host), positions without either, coordinator without O(coordinator_url).
   - With O(trading=false) (a warm standby region, agents scaled to zero) only heartbeats and circuit
-    breakers run; coordinator, market_data and risk are reported as skipped.
+    breakers run; coordinator, market_data, risk and positions are reported as skipped.
   - An unreachable server is a failing check of the component that needs it, never a module failure;
     the other components still report.
 version_added: "1.0.0"
@@ -28,12 +29,12 @@ options:
     description: The components to check; the others are reported as skipped.
     type: list
     elements: str
-    choices: [heartbeats, circuit_breakers, coordinator, market_data, risk]
-    default: [heartbeats, circuit_breakers, coordinator, market_data, risk]
+    choices: [heartbeats, circuit_breakers, coordinator, market_data, risk, positions]
+    default: [heartbeats, circuit_breakers, coordinator, market_data, risk, positions]
   trading:
     description:
-      - The region is expected to trade. V(false) (a warm standby region) skips coordinator, market_data
-        and risk, reporting that the region is not trading.
+      - The region is expected to trade. V(false) (a warm standby region) skips coordinator, market_data,
+        risk and positions, reporting that the region is not trading.
     type: bool
     default: true
   redis_host:
@@ -96,6 +97,7 @@ extends_documentation_fragment:
   - sapphire.key_prefix
   - sapphire.heartbeat
   - sapphire.risk
+  - sapphire.positions
   - sapphire.redis
   - sapphire.postgres
   - sapphire.http
@@ -109,6 +111,7 @@ seealso:
   - module: sapphire_coordinator_info
   - module: sapphire_market_data_info
   - module: sapphire_risk_info
+  - module: sapphire_positions_info
 """
 
 EXAMPLES = r"""
@@ -142,6 +145,7 @@ healthy:
 checks:
   description: >-
     The checks of every component in the order heartbeats, circuit_breakers, coordinator, market_data, risk,
+    positions,
     each named <component>/<check> (for example heartbeats/heartbeat:momentum).
   returned: always
   type: list
@@ -155,7 +159,8 @@ reports:
   description: >-
     The result of each component, keyed heartbeats (what M(sapphire_heartbeat_info) returns), circuit_breakers
     (M(sapphire_circuit_breaker_info)), coordinator (M(sapphire_coordinator_info)), market_data
-    (M(sapphire_market_data_info)) and risk (M(sapphire_risk_info)), in that order; each is what that module
+    (M(sapphire_market_data_info)), risk (M(sapphire_risk_info)) and positions (M(sapphire_positions_info)), in that
+    order; each is what that module
     returns for the same options (healthy, target, checks, problems and its own keys). A component that did not
     run has target set to its name, healthy true, no problems and a single check named after it with status
     skipped and a msg saying why.
@@ -188,19 +193,22 @@ from ansible.module_utils.sapphire_trading import (
     COORDINATOR_SPEC,
     HEARTBEAT_SPEC,
     MARKET_DATA_SPEC,
+    POSITIONS_SPEC,
     RISK_SPEC,
     breaker_collect,
     coordinator_collect,
     heartbeat_collect,
     market_data_collect,
     normalise_agents,
+    positions_collect,
     risk_collect,
     validate_max_age_overrides,
     validate_url,
 )
 
-COMPONENTS = ("heartbeats", "circuit_breakers", "coordinator", "market_data", "risk")
-TRADING_ONLY = ("coordinator", "market_data", "risk")
+COMPONENTS = ("heartbeats", "circuit_breakers", "coordinator", "market_data", "risk", "positions")
+# A warm standby's stores are replicas, each at its own lag: its positions are not reconciled either.
+TRADING_ONLY = ("coordinator", "market_data", "risk", "positions")
 STANDBY = "warm standby region (agents scaled to zero): not trading"
 NO_REDIS = "no Redis endpoint for this cluster (set validate_redis_endpoint)"
 NO_POSTGRES = "no PostgreSQL endpoint for this cluster (set validate_postgres_endpoint)"
@@ -211,6 +219,7 @@ ENDPOINTS = {
     "coordinator": ("coordinator_url", "no coordinator URL (set validate_coordinator_url)"),
     "market_data": ("postgres_host", NO_POSTGRES),
     "risk": ("postgres_host", NO_POSTGRES),
+    "positions": ("redis_host", NO_REDIS),
 }
 # Options this module names differently from the single module (this module's name: the single module's).
 RENAMED = {
@@ -230,7 +239,7 @@ def renamed(spec: dict[str, dict[str, Any]], component: str) -> dict[str, dict[s
 ARGUMENT_SPEC = argument_spec(
     REDIS_ARGUMENT_SPEC, POSTGRES_ARGUMENT_SPEC, renamed(HTTP_ARGUMENT_SPEC, "coordinator"), TIMEOUT_ARGUMENT_SPEC,
     HEARTBEAT_SPEC, renamed(BREAKER_SPEC, "circuit_breakers"), COORDINATOR_SPEC,
-    renamed(MARKET_DATA_SPEC, "market_data"), RISK_SPEC,
+    renamed(MARKET_DATA_SPEC, "market_data"), RISK_SPEC, POSITIONS_SPEC,
     redis_host={"type": "str"},
     postgres_host={"type": "str"},
     coordinator_url={"type": "str", "default": ""},
@@ -257,6 +266,8 @@ def skip_reason(params: dict[str, Any], component: str) -> str | None:
         return STANDBY
     if not params[option]:
         return missing
+    if component == "positions" and not params["postgres_host"]:
+        return NO_POSTGRES
     return None
 
 
@@ -271,13 +282,14 @@ def collect(params: dict[str, Any], connect_redis: Callable[[dict[str, Any]], An
             connect_pg: Callable[[dict[str, Any]], Any] = postgres_connect,
             get: Callable[..., tuple[int | None, str, str | None]] = http_get,
             now: Callable[[], float] = time.time) -> dict[str, Any]:
-    """The five reports, the components that run checked concurrently; params hold normalised agents."""
+    """The six reports, the components that run checked concurrently; params hold normalised agents."""
     runners: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
         "heartbeats": lambda mine: heartbeat_collect(mine, mine["agents"], connect_redis, now),
         "circuit_breakers": lambda mine: breaker_collect(mine, connect_redis, now),
         "coordinator": lambda mine: coordinator_collect(mine, get),
         "market_data": lambda mine: market_data_collect(mine, connect_pg),
         "risk": lambda mine: risk_collect(mine, connect_pg, connect_redis),
+        "positions": lambda mine: positions_collect(mine, connect_redis, connect_pg, now),
     }
     reports: dict[str, dict[str, Any]] = {}
     with ThreadPoolExecutor(max_workers=len(COMPONENTS)) as pool:
@@ -319,9 +331,9 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     running = {component for component in COMPONENTS if skip_reason(params, component) is None}
     daily_loss = "risk" in running and component_params(params, "risk")["check_daily_loss"]
-    if running & {"heartbeats", "circuit_breakers"} or daily_loss:
+    if running & {"heartbeats", "circuit_breakers", "positions"} or daily_loss:
         require_redis(module)
-    if running & {"market_data", "risk"}:
+    if running & {"market_data", "risk", "positions"}:
         require_psycopg(module)
     module.exit_json(**collect(params))
 

@@ -1,7 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: sapphire-ops contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The trading-level health checks: heartbeats, circuit breakers, coordinator, market data, risk.
+"""The trading-level health checks: heartbeats, circuit breakers, coordinator, market data, risk, positions.
 
 Each check has its options (an argument-spec fragment such as `HEARTBEAT_SPEC`) and a
 `<check>_collect(params, ...)` that takes the params of its sapphire_<check>_info module and
@@ -13,6 +13,7 @@ message the modules hand to fail_json.
 
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from collections.abc import Callable
@@ -504,4 +505,118 @@ def risk_collect(params: dict[str, Any], connect_pg: Callable[[dict[str, Any]], 
     check, summary = check_daily(portfolio, params, error)
     result["checks"].append(check)
     result["portfolio"] = summary
+    return finish(result)
+
+
+# ---------------------------------------------------------------- positions reconciliation (Redis against PostgreSQL)
+# The positions an agent keeps in Redis (hash <prefix>:positions:<agent>: one field per symbol with the net quantity,
+# _as_of the timestamp of the last trade counted, _since that of the first) must equal the net quantity of its trades
+# in PostgreSQL up to _as_of. A writer commits its trades first and updates Redis after, so reading Redis before
+# PostgreSQL compares like with like while it keeps writing.
+POSITIONS_SPEC: dict[str, dict[str, Any]] = {
+    "positions_tolerance": {"type": "float", "default": 0.000001},
+    "trades_retention_days": {"type": "int", "default": 0},
+    **KEY_PREFIX_SPEC,
+}
+POSITIONS_AS_OF = "_as_of"
+POSITIONS_SINCE = "_since"
+Q_POSITIONS = """
+SELECT symbol, sum(CASE WHEN side = 'buy' THEN quantity ELSE -quantity END)::float8
+FROM trades WHERE agent_id = %s AND timestamp <= %s::timestamptz GROUP BY symbol
+"""
+
+
+def positions_key(prefix: str, agent: str) -> str:
+    return f"{prefix}:positions:{agent}"
+
+
+def parse_positions(data: dict[str, str]) -> tuple[dict[str, float], list[str]]:
+    """The symbols' net quantities of a positions hash, and the fields that are no number."""
+    held, bad = {}, []
+    for name, value in data.items():
+        if name.startswith("_"):
+            continue
+        try:
+            held[name] = float(value)
+        except (TypeError, ValueError):
+            bad.append(name)
+    return held, bad
+
+
+def parse_stamp(value: str | None) -> datetime.datetime | None:
+    try:
+        stamp = datetime.datetime.fromisoformat(str(value))
+    except (TypeError, ValueError):
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017
+
+
+def check_positions(agent: str, as_of: str, held: dict[str, float], traded: dict[str, float],
+                    tolerance: float) -> dict[str, Any]:
+    """positions:<agent>: ok when each symbol's kept position equals its trades' sum; fail naming each that does not."""
+    name = f"positions:{agent}"
+    mismatches = []
+    for symbol in sorted(set(held) | set(traded)):
+        kept, summed = held.get(symbol, 0.0), traded.get(symbol, 0.0)
+        if abs(kept - summed) > tolerance:
+            mismatches.append({"symbol": symbol, "redis": round(kept, 9), "trades": round(summed, 9)})
+    if mismatches:
+        said = "; ".join(f"{item['symbol']} is {item['redis']:g} in Redis but its trades net {item['trades']:g}"
+                         for item in mismatches)
+        return fail(name, f"agent {agent}: positions disagree with the trades up to {as_of}: {said}", mismatches, [])
+    return ok(name, f"agent {agent}: {len(held)} position(s) agree with the trades up to {as_of}", [], [])
+
+
+def positions_collect(params: dict[str, Any], connect_redis: Callable[[dict[str, Any]], Any],
+                      connect_pg: Callable[[dict[str, Any]], Any],
+                      now: Callable[[], float] = time.time) -> dict[str, Any]:
+    result = new_result(f"{redis_endpoint(params)} against {postgres_endpoint(params)}")
+    result["mismatches"] = []
+    prefix = params["key_prefix"]
+    try:
+        client = connect_redis(params)
+        keys = sorted(client.scan_iter(match=positions_key(prefix, "*"), count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        kept = dict(zip((key[len(positions_key(prefix, "")):] for key in keys), pipe.execute(), strict=True))
+    except Exception as exc:  # unreachable Redis is a finding
+        result["checks"].append(fail("positions", describe_redis_error(exc, params), False, True))
+        return finish(result)
+    if not kept:
+        result["checks"].append(skipped("positions", "no agent keeps positions in Redis yet"))
+        return finish(result)
+    horizon = None
+    if params["trades_retention_days"] > 0:
+        horizon = datetime.datetime.fromtimestamp(now(), datetime.timezone.utc) - datetime.timedelta(  # noqa: UP017
+            days=params["trades_retention_days"])
+    try:
+        conn = connect_pg(params)
+    except Exception as exc:  # unreachable database is a finding
+        result["checks"].append(fail("positions", describe_postgres_error(exc, params), False, True))
+        return finish(result)
+    try:
+        for agent, data in kept.items():
+            held, bad = parse_positions(data)
+            as_of, since = parse_stamp(data.get(POSITIONS_AS_OF)), parse_stamp(data.get(POSITIONS_SINCE))
+            name = f"positions:{agent}"
+            if bad or as_of is None:
+                result["checks"].append(fail(name, f"agent {agent}: {positions_key(prefix, agent)} is not a positions "
+                                             f"hash ({', '.join(bad) or POSITIONS_AS_OF} unreadable)", bad, []))
+                continue
+            if horizon is not None and (since is None or since < horizon):
+                days = params["trades_retention_days"]
+                result["checks"].append(skipped(name, f"agent {agent}: positions kept since "
+                                                f"{data.get(POSITIONS_SINCE) or 'an unknown time'} predate the trades' "
+                                                f"retention ({days} days): not reconcilable"))
+                continue
+            traded = {str(symbol): float(net) for symbol, net in
+                      conn.execute(Q_POSITIONS, (agent, as_of.isoformat())).fetchall()}
+            check = check_positions(agent, data[POSITIONS_AS_OF], held, traded, params["positions_tolerance"])
+            result["checks"].append(check)
+            result["mismatches"] += [{"agent": agent, **item} for item in check["observed"]]
+    except Exception as exc:  # a missing table is a finding
+        result["checks"].append(fail("positions", describe_postgres_error(exc, params), False, True))
+    finally:
+        conn.close()
     return finish(result)

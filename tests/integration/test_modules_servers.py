@@ -97,6 +97,15 @@ def run_risk(pg: PostgresServer, redis_server: RedisServer) -> dict[str, Any]:
     return risk_info.collect(params, postgres_connect, redis_client)
 
 
+def run_positions(pg: PostgresServer, redis_server: RedisServer) -> dict[str, Any]:
+    from ansible.module_utils.sapphire_connections import postgres_connect, redis_client
+    from ansible.module_utils.sapphire_trading import positions_collect
+
+    params = {**pg_params(pg), **redis_params(redis_server), "key_prefix": "sapphire", "positions_tolerance": 1e-6,
+              "trades_retention_days": 0}
+    return positions_collect(params, redis_client, postgres_connect)
+
+
 def run_alerts(prometheus_url: str) -> dict[str, Any]:
     return alerts_info.collect({"url": prometheus_url, "ignore_alerts": ["Watchdog"], "connect_timeout": 3.0,
                                 "validate_certs": True, "ca_path": None})
@@ -132,6 +141,7 @@ def test_healthy_platform_has_no_false_alarm(platform: dict[str, Any]) -> None:
         "breakers": run_breakers(redis_server),
         "market": run_market(pg),
         "risk": run_risk(pg, redis_server),
+        "positions": run_positions(pg, redis_server),
         "alerts": run_alerts(platform["prometheus"].url),
         "coordinator": run_coordinator(platform["workload"].url),
     }
@@ -307,3 +317,24 @@ def test_workload_once_writes_one_round(tmp_path: Any, throwaway_redis: RedisSer
     assert client.hget("sapphire:circuit:exchange", "state") == "closed"
     assert float(client.hget("sapphire:portfolio", "day_open_value")) > 0
     assert throwaway_redis.password not in proc.stderr
+
+
+def test_positions_agree_while_the_workload_trades_and_a_drifted_one_is_named(platform: dict[str, Any]) -> None:
+    redis_server, pg = platform["redis"], platform["postgres"]
+    client = redis_server.client()
+    wait_for(lambda: len(list(client.scan_iter(match="sapphire:positions:*"))) > 0, 30, "the workload keeps positions")
+    for _ in range(5):  # reconciled repeatedly while the workload keeps trading
+        result = run_positions(pg, redis_server)
+        assert result["healthy"] is True, result["problems"]
+        assert {item["status"] for item in result["checks"]} == {"ok"}
+        time.sleep(0.5)
+    key = sorted(client.scan_iter(match="sapphire:positions:*"))[0]
+    agent = key.split(":", 2)[2]
+    symbol = next(field for field in client.hkeys(key) if not field.startswith("_"))
+    client.hincrbyfloat(key, symbol, 0.5)  # a position that no trade explains (a lost or duplicated update)
+    try:
+        red(run_positions(pg, redis_server), f"positions:{agent}", f"{symbol} is ")
+        assert f"agent {agent}" in check(run_positions(pg, redis_server), f"positions:{agent}")["msg"]
+    finally:
+        client.hincrbyfloat(key, symbol, -0.5)
+    assert run_positions(pg, redis_server)["healthy"] is True

@@ -1,4 +1,4 @@
-"""sapphire_trading_info: the five trading checks in one call, with fake Redis, PostgreSQL and HTTP."""
+"""sapphire_trading_info: the six trading checks in one call, with fake Redis, PostgreSQL and HTTP."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from ansible.module_utils.sapphire_trading import (
     Q_BY_AGENT,
     Q_BY_SYMBOL,
     Q_DISCOVER,
+    Q_POSITIONS,
     Q_SYMBOLS,
     RISK_SPEC,
     breaker_collect,
@@ -39,7 +40,7 @@ from conftest import REPO_ROOT, load_module
 trading = load_module("sapphire_trading_info")
 
 NOW = 1_800_000_000.0
-COMPONENTS = ["heartbeats", "circuit_breakers", "coordinator", "market_data", "risk"]
+COMPONENTS = ["heartbeats", "circuit_breakers", "coordinator", "market_data", "risk", "positions"]
 AGENTS = [{"name": "momentum", "tier": "standard", "replicas": 2}, {"name": "scalping", "tier": None, "replicas": 1}]
 METRICS = ('portfolio_value 1\ntrading_signals_total{symbol="BTC"} 3\nagent_activity_score{agent="a"} 1\n'
            'circuit_breaker_state{name="exchange"} 0\n')
@@ -99,13 +100,16 @@ def healthy_redis(**changes: Any) -> FakeRedis:
         "sapphire:circuit:exchange": {"state": "closed", "since": str(NOW - 600)},
         "sapphire:circuit:market_data": {"state": "closed", "since": str(NOW - 600)},
         "sapphire:portfolio": {"value": "99000", "day_open_value": "100000"},
+        "sapphire:positions:momentum": {"BTC/USDT": "1.5", "_as_of": "2027-01-15T08:00:00+00:00",
+                                        "_since": "2027-01-14T08:00:00+00:00"},
     }
     return FakeRedis({**data, **changes})
 
 
 def healthy_postgres(_params: dict[str, Any]) -> FakeConnection:
     return FakeConnection({Q_DISCOVER: [("BTC/USDT", 2.0, "t")], Q_SYMBOLS: [("BTC/USDT", 2.0, "t")],
-                           Q_BY_AGENT: [("momentum", 12.5)], Q_BY_SYMBOL: [("BTC/USDT", 12.5)]})
+                           Q_BY_AGENT: [("momentum", 12.5)], Q_BY_SYMBOL: [("BTC/USDT", 12.5)],
+                           Q_POSITIONS: [("BTC/USDT", 1.5)]})
 
 
 def healthy_get(url: str, _params: dict[str, Any], _accept: str = "*/*") -> tuple[int | None, str, str | None]:
@@ -179,9 +183,9 @@ def test_each_report_is_what_the_single_module_returns() -> None:
 
 
 @pytest.mark.parametrize(("missing", "skipped", "variable"), [
-    ({"redis_host": None}, ["heartbeats", "circuit_breakers"], "validate_redis_endpoint"),
-    ({"redis_host": ""}, ["heartbeats", "circuit_breakers"], "validate_redis_endpoint"),
-    ({"postgres_host": None}, ["market_data", "risk"], "validate_postgres_endpoint"),
+    ({"redis_host": None}, ["heartbeats", "circuit_breakers", "positions"], "validate_redis_endpoint"),
+    ({"redis_host": ""}, ["heartbeats", "circuit_breakers", "positions"], "validate_redis_endpoint"),
+    ({"postgres_host": None}, ["market_data", "risk", "positions"], "validate_postgres_endpoint"),
     ({"coordinator_url": ""}, ["coordinator"], "validate_coordinator_url"),
 ])
 def test_missing_endpoint_is_a_skipped_report_naming_the_variable(missing: dict[str, Any], skipped: list[str],
@@ -236,7 +240,7 @@ def test_unreachable_database_fails_only_the_components_that_use_it() -> None:
     assert result["healthy"] is False
     healthy = {name: report["healthy"] for name, report in result["reports"].items()}
     assert healthy == {"heartbeats": True, "circuit_breakers": True, "coordinator": True, "market_data": False,
-                       "risk": False}
+                       "risk": False, "positions": False}
     assert result["reports"]["market_data"]["checks"][0]["name"] == "postgres_reachable"
     assert "Connection refused" in result["reports"]["risk"]["checks"][0]["msg"]
 

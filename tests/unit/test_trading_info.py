@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from ansible.module_utils.sapphire_trading import (
+    Q_POSITIONS,
     breaker_evaluate,
     check_agent,
     check_breaker,
@@ -16,6 +17,7 @@ from ansible.module_utils.sapphire_trading import (
     describe_breaker,
     heartbeat_evaluate,
     market_data_evaluate,
+    positions_collect,
 )
 
 NOW = 1_800_000_000.0
@@ -143,3 +145,115 @@ def test_daily_loss_against_day_open_value(portfolio: dict[str, str] | None, err
     check, _ = check_daily(portfolio, RISK_PARAMS, error)
     assert check["status"] == status
     assert phrase in check["msg"]
+
+
+# ---------------------------------------------------------------- positions reconciliation
+class PositionsRedis:
+    def __init__(self, hashes: dict[str, dict[str, str]]) -> None:
+        self.hashes = hashes
+
+    def scan_iter(self, match: str, count: int = 0) -> list[str]:
+        return [key for key in self.hashes if key.startswith(match.rstrip("*"))]
+
+    def pipeline(self, transaction: bool = False) -> PositionsRedis:
+        self.queued: list[str] = []
+        return self
+
+    def hgetall(self, key: str) -> None:
+        self.queued.append(key)
+
+    def execute(self) -> list[dict[str, str]]:
+        return [self.hashes[key] for key in self.queued]
+
+
+class PositionsPostgres:
+    """trades as (agent, symbol, side, quantity, iso timestamp); answers Q_POSITIONS by summing them."""
+
+    def __init__(self, trades: list[tuple[str, str, str, float, str]]) -> None:
+        self.trades, self.asked = trades, []
+
+    def execute(self, query: str, args: tuple[str, str]) -> PositionsPostgres:
+        assert query == Q_POSITIONS
+        agent, as_of = args
+        self.asked.append(args)
+        sums: dict[str, float] = {}
+        for who, symbol, side, quantity, stamp in self.trades:
+            if who == agent and stamp <= as_of:
+                sums[symbol] = sums.get(symbol, 0.0) + (quantity if side == "buy" else -quantity)
+        self.rows = list(sums.items())
+        return self
+
+    def fetchall(self) -> list[tuple[str, float]]:
+        return self.rows
+
+    def close(self) -> None:
+        pass
+
+
+POSITION_PARAMS = {"key_prefix": "sapphire", "positions_tolerance": 1e-6, "trades_retention_days": 0,
+                   "redis_host": "127.0.0.1", "redis_port": 16379, "postgres_host": "127.0.0.1",
+                   "postgres_port": 15432, "postgres_database": "sapphire"}
+TRADES = [("momentum", "BTC/USDT", "buy", 1.0, "2027-01-15T08:00:00+00:00"),
+          ("momentum", "BTC/USDT", "sell", 0.25, "2027-01-15T08:01:00+00:00"),
+          ("momentum", "ETH/USDT", "buy", 2.0, "2027-01-15T08:01:00+00:00"),
+          ("momentum", "BTC/USDT", "buy", 5.0, "2027-01-15T08:02:00+00:00"),  # after _as_of: not yet in Redis
+          ("pairs", "SOL/USDT", "sell", 3.0, "2027-01-15T08:00:00+00:00")]
+
+
+def positions(hashes: dict[str, dict[str, str]], trades: list[tuple[str, str, str, float, str]] = TRADES,
+              **changes: Any) -> dict[str, Any]:
+    db = PositionsPostgres(trades)
+    return positions_collect({**POSITION_PARAMS, **changes}, lambda _p: PositionsRedis(hashes), lambda _p: db,
+                             now=lambda: 1_800_000_000.0)  # 2027-01-15T08:00:00Z
+
+
+def kept(**fields: str) -> dict[str, str]:
+    return {"_as_of": "2027-01-15T08:01:00+00:00", "_since": "2027-01-15T08:00:00+00:00", **fields}
+
+
+def test_positions_that_equal_the_trades_up_to_as_of_agree_while_newer_trades_are_not_counted() -> None:
+    result = positions({"sapphire:positions:momentum": kept(**{"BTC/USDT": "0.75", "ETH/USDT": "2.0000000001"}),
+                        "sapphire:positions:pairs": kept(**{"SOL/USDT": "-3"})})
+    assert result["healthy"] is True and result["mismatches"] == []
+    assert [(c["name"], c["status"]) for c in result["checks"]] == [("positions:momentum", "ok"),
+                                                                   ("positions:pairs", "ok")]
+
+
+def test_a_mismatch_fails_naming_the_agent_the_symbol_and_both_values() -> None:
+    result = positions({"sapphire:positions:momentum": kept(**{"BTC/USDT": "1.75", "ETH/USDT": "2"}),
+                        "sapphire:positions:pairs": kept()})
+    assert result["healthy"] is False
+    assert result["mismatches"] == [{"agent": "momentum", "symbol": "BTC/USDT", "redis": 1.75, "trades": 0.75},
+                                    {"agent": "pairs", "symbol": "SOL/USDT", "redis": 0.0, "trades": -3.0}]
+    (momentum, pairs) = result["problems"]
+    assert "agent momentum" in momentum and "BTC/USDT is 1.75 in Redis but its trades net 0.75" in momentum
+    assert "ETH/USDT" not in momentum
+    assert "SOL/USDT is 0 in Redis but its trades net -3" in pairs
+
+
+def test_positions_older_than_the_trades_retention_are_skipped_not_failed() -> None:
+    result = positions({"sapphire:positions:momentum": kept(**{"BTC/USDT": "9"}, _since="2026-09-01T00:00:00+00:00")},
+                       trades_retention_days=90)
+    (check,) = result["checks"]
+    assert check["status"] == "skipped" and "predate the trades' retention (90 days)" in check["msg"]
+    assert positions({"sapphire:positions:momentum": kept(**{"BTC/USDT": "0.75", "ETH/USDT": "2"})},
+                     trades_retention_days=90)["healthy"] is True
+
+
+@pytest.mark.parametrize("data", [{"BTC/USDT": "1"}, kept(**{"BTC/USDT": "lots"})])
+def test_a_hash_that_is_not_a_positions_hash_fails(data: dict[str, str]) -> None:
+    (check,) = positions({"sapphire:positions:momentum": data})["checks"]
+    assert check["status"] == "fail" and "is not a positions hash" in check["msg"]
+
+
+def test_no_positions_is_skipped_and_an_unreachable_store_fails() -> None:
+    (check,) = positions({})["checks"]
+    assert check["status"] == "skipped"
+
+    def refused(_params: dict[str, Any]) -> Any:
+        raise ConnectionError("Connection refused")
+
+    down = positions_collect(POSITION_PARAMS, refused, lambda _p: PositionsPostgres([]))
+    assert down["healthy"] is False and "Connection refused" in down["checks"][0]["msg"]
+    down = positions_collect(POSITION_PARAMS, lambda _p: PositionsRedis({"sapphire:positions:a": kept()}), refused)
+    assert down["healthy"] is False and "Connection refused" in down["checks"][0]["msg"]

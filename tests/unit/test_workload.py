@@ -179,6 +179,8 @@ class FakePostgres:
 
     def executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         self.inserts.append(sql.split()[2])
+        if sql.split()[2] == "trades":
+            self.trades = list(rows)  # (timestamp, symbol, agent_id, side, quantity, price, pnl, order_id)
 
 
 AGENTS = [Agent(name="momentum", strategy="momentum", tier="standard", replicas=1)]
@@ -347,3 +349,33 @@ def test_liveness_answers_while_readiness_fails_on_a_dependency(tmp_path: Path,
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_the_agents_positions_follow_their_committed_trades_and_as_of_moves_forward() -> None:
+    redis, pg, state = FakeRedis(epoch="1"), FakePostgres(epoch=1), WriterState()
+    agents = [Agent(name="momentum", strategy="momentum", tier="standard", replicas=1),
+              Agent(name="pairs", strategy="pairs", tier="standard", replicas=1)]
+    net: dict[tuple[str, str], float] = {}
+    stamps = []
+    for now in (1_700_000_000.0, 1_700_000_000.0, 1_699_999_990.0):  # the clock stands still, then steps back
+        write_round(redis, pg, agents, ["BTC/USDT", "ETH/USDT", "SOL/USDT"], "r1", random.SystemRandom(), state,
+                    Registry(), now=now, epoch=1)
+        for _stamp, symbol, agent, side, quantity, *_ in pg.trades:
+            net[agent, symbol] = net.get((agent, symbol), 0.0) + (quantity if side == "buy" else -quantity)
+        stamps.append(pg.trades[0][0])
+        assert redis.hashes[f"sapphire:positions:{pg.trades[0][2]}"]["_as_of"] == stamps[-1].isoformat()
+    assert stamps == sorted(set(stamps)), "trade times must move forward, or _as_of would miss earlier trades"
+    kept = {(key.split(":")[2], symbol): float(value) for key, fields in redis.hashes.items()
+            if key.startswith("sapphire:positions:") for symbol, value in fields.items() if not symbol.startswith("_")}
+    assert kept.keys() == net.keys()
+    assert all(abs(kept[item] - net[item]) < 1e-9 for item in net)
+    assert {fields["_since"] for key, fields in redis.hashes.items() if key.startswith("sapphire:positions:")} == {
+        stamps[0].isoformat()}
+
+
+def test_a_refused_round_or_one_without_postgres_keeps_no_positions() -> None:
+    redis = FakeRedis(epoch="3")
+    with pytest.raises(StaleEpoch):  # the row lock sees an older epoch: the trades roll back
+        run_round(redis, FakePostgres(epoch=3, locked_epoch=2), epoch=3)
+    run_round(redis, None, epoch=3)
+    assert not any(key.startswith("sapphire:positions:") for key in redis.hashes)

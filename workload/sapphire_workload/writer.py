@@ -1,7 +1,8 @@
-"""One round of synthetic trading: heartbeats, trades, decisions, signals, portfolio, breakers."""
+"""One round of synthetic trading: heartbeats, trades, decisions, signals, positions, portfolio, breakers."""
 
 from __future__ import annotations
 
+import datetime
 import logging
 import random
 import time
@@ -26,6 +27,9 @@ INITIAL_PORTFOLIO_USD = 100000.0
 # promoted store; a store holding an older epoch is a fenced old primary and takes no writes.
 EPOCH_KEY = "sapphire:epoch"
 STALE_EPOCH_REFUSALS = "sapphire_workload_stale_epoch_refusals_total"
+# The positions each agent keeps (roles/agents: sapphire_positions_info reconciles them with the trades): one field per
+# symbol with the net quantity, _as_of the time of the last trade counted, _since that of the first.
+POSITIONS_KEY = "sapphire:positions:{agent}"
 
 
 class StaleEpoch(Exception):
@@ -48,6 +52,7 @@ class WriterState:
     last_error: str | None = None
     fenced: bool = False  # the last round was refused by the epoch fence (last_error says why)
     recent_pnl: deque[tuple[float, float]] = field(default_factory=deque)  # (ts, pnl) of the last hour
+    last_trade_ts: float = 0.0  # trade times only move forward (a positions hash's _as_of covers every earlier trade)
 
 
 def load_agents(data: Any) -> list[Agent]:
@@ -130,6 +135,18 @@ def check_epoch(redis_client: Any, pg_conn: Any, epoch: int, state: WriterState,
         refuse(state, metrics, message)
 
 
+def keep_positions(redis_client: Any, trades: list[tuple[Any, ...]], as_of: str) -> None:
+    """Count committed trades (symbol, agent, side, quantity, ...) into the agents' positions, in one MULTI: the
+    trades are in PostgreSQL first, so a reconciliation that reads Redis first never sees a position ahead of them."""
+    pipe = redis_client.pipeline(transaction=True)
+    for symbol, agent, side, quantity, *_ in trades:
+        key = POSITIONS_KEY.format(agent=agent)
+        pipe.hincrbyfloat(key, symbol, quantity if side == "buy" else -quantity)
+        pipe.hset(key, "_as_of", as_of)
+        pipe.hsetnx(key, "_since", as_of)
+    pipe.execute()
+
+
 def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: list[str], release: str,
                 rng: random.Random, state: WriterState, metrics: Registry, now: float | None = None,
                 epoch: int = 0) -> None:
@@ -170,6 +187,9 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
     for agent in active:
         decisions.append((agent.name, rng.choice(symbols), rng.choice(DECISIONS), round(rng.uniform(0.5, 1), 3),
                           f"synthetic {agent.strategy} decision"))
+    # The round's trades carry one time, never earlier than the last round's.
+    state.last_trade_ts = max(now, state.last_trade_ts + 0.000001)
+    traded_at = datetime.datetime.fromtimestamp(state.last_trade_ts, datetime.timezone.utc)  # noqa: UP017
     if pg_conn is not None and (trades or decisions):
         with pg_conn.transaction(), pg_conn.cursor() as cursor:
             # Again under the row lock: a promotion that bumped the epoch since the check wins.
@@ -178,7 +198,8 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
                 refuse(state, metrics, message)  # the exception rolls the transaction back
             if trades:
                 cursor.executemany("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, pnl, "
-                                   "order_id) VALUES (now(), %s, %s, %s, %s, %s, %s, %s)", trades)
+                                   "order_id) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                                   [(traded_at, *trade) for trade in trades])
             if signals:
                 cursor.executemany("INSERT INTO signals (timestamp, symbol, agent_id, signal, strength) "
                                    "VALUES (now(), %s, %s, %s, %s)", signals)
@@ -186,6 +207,8 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
                 cursor.executemany("INSERT INTO agent_decisions (timestamp, agent_id, symbol, decision, confidence, "
                                    "rationale) VALUES (now(), %s, %s, %s, %s, %s)", decisions)
     state.session_pnl += round_pnl
+    if pg_conn is not None and trades:
+        keep_positions(redis_client, trades, traded_at.isoformat())
 
     # The value moves by increments (HINCRBYFLOAT), so a drill or an operator setting the portfolio
     # is never overwritten by a stale read; day_open_value is reset once per UTC day.
