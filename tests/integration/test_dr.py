@@ -535,7 +535,9 @@ def test_failover_promotes_the_dr_region_with_the_data_written_before(servers: D
     assert last["fence_verified"] and last["reason"] == "planned drill"
     # The drill report: every step timed, the loss measured (planned: 0 bytes), the RTO from fence to validated.
     report = json.loads(Path(last["report"]).read_text())
-    assert [step["step"] for step in report["steps"]] == ["fence", "promote", "switch", "validate"]
+    assert [step["step"] for step in report["steps"]] == ["fence", "promote", "switch", "positions", "validate"]
+    positions = next(step for step in report["steps"] if step["step"] == "positions")
+    assert positions["status"] == "ok" and "no agent keeps positions" in positions["detail"], positions
     assert report["rpo"] == "met: 0 bytes lost (measured)", report["loss"]
     assert report["loss"]["postgres"]["measured"] and report["loss"]["redis"]["measured"]
     assert report["rto"].startswith("met") and report["rto_seconds"] > 0
