@@ -223,8 +223,9 @@ class DataServers:
 
     def redis(self, host: str, **kwargs: Any) -> redis.Redis:
         """The administrator over TLS (the instances speak TLS only), the server verified against the platform CA."""
+        options = {"decode_responses": True, "socket_timeout": 10, **kwargs}
         return redis.Redis(host="127.0.0.1", port=self.ports[host], password=self.secrets["redis_password"],
-                           decode_responses=True, socket_timeout=10, ssl=True, ssl_ca_certs=self.ca_file, **kwargs)
+                           ssl=True, ssl_ca_certs=self.ca_file, **options)
 
     def state(self) -> dict[str, Any]:
         path = self.local_dir / "dr" / "state.yml"
