@@ -12,8 +12,9 @@ short_description: Reconcile the positions the agents keep in Redis with their t
 description:
   - Each agent keeps its open positions in Redis, hash C(<key_prefix>:positions:<agent>) - one field per symbol with
     the net quantity, C(_as_of) the time of the last trade counted and C(_since) that of the first. This module
-    reads every such hash, then sums the agent's trades in PostgreSQL (C(trades), buys positive, sells negative) up to
-    C(_as_of), and compares symbol by symbol.
+    reads every such hash, then sums the agent's trades in PostgreSQL (C(trades), buys positive, sells negative) from
+    C(_since) to C(_as_of), and compares symbol by symbol. Trades before C(_since) (written before the agent kept
+    positions) are not counted.
   - One check per agent, C(positions:<agent>) - C(ok) when every symbol agrees within O(positions_tolerance),
     C(fail) naming each symbol that does not, with both values. After a failover or a restore a mismatch means the
     two stores lost different writes.

@@ -511,7 +511,8 @@ def risk_collect(params: dict[str, Any], connect_pg: Callable[[dict[str, Any]], 
 # ---------------------------------------------------------------- positions reconciliation (Redis against PostgreSQL)
 # The positions an agent keeps in Redis (hash <prefix>:positions:<agent>: one field per symbol with the net quantity,
 # _as_of the timestamp of the last trade counted, _since that of the first) must equal the net quantity of its trades
-# in PostgreSQL up to _as_of. A writer commits its trades first and updates Redis after, so reading Redis before
+# in PostgreSQL from _since to _as_of (trades before _since, e.g. written before the agent kept positions, are not in
+# them). A writer commits its trades first and updates Redis after, so reading Redis before
 # PostgreSQL compares like with like while it keeps writing.
 POSITIONS_SPEC: dict[str, dict[str, Any]] = {
     "positions_tolerance": {"type": "float", "default": 0.000001},
@@ -522,7 +523,7 @@ POSITIONS_AS_OF = "_as_of"
 POSITIONS_SINCE = "_since"
 Q_POSITIONS = """
 SELECT symbol, sum(CASE WHEN side = 'buy' THEN quantity ELSE -quantity END)::float8
-FROM trades WHERE agent_id = %s AND timestamp <= %s::timestamptz GROUP BY symbol
+FROM trades WHERE agent_id = %s AND timestamp >= %s::timestamptz AND timestamp <= %s::timestamptz GROUP BY symbol
 """
 
 
@@ -551,7 +552,7 @@ def parse_stamp(value: str | None) -> datetime.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=datetime.timezone.utc)  # noqa: UP017
 
 
-def check_positions(agent: str, as_of: str, held: dict[str, float], traded: dict[str, float],
+def check_positions(agent: str, window: str, held: dict[str, float], traded: dict[str, float],
                     tolerance: float) -> dict[str, Any]:
     """positions:<agent>: ok when each symbol's kept position equals its trades' sum; fail naming each that does not."""
     name = f"positions:{agent}"
@@ -563,8 +564,8 @@ def check_positions(agent: str, as_of: str, held: dict[str, float], traded: dict
     if mismatches:
         said = "; ".join(f"{item['symbol']} is {item['redis']:g} in Redis but its trades net {item['trades']:g}"
                          for item in mismatches)
-        return fail(name, f"agent {agent}: positions disagree with the trades up to {as_of}: {said}", mismatches, [])
-    return ok(name, f"agent {agent}: {len(held)} position(s) agree with the trades up to {as_of}", [], [])
+        return fail(name, f"agent {agent}: positions disagree with its trades {window}: {said}", mismatches, [])
+    return ok(name, f"agent {agent}: {len(held)} position(s) agree with its trades {window}", [], [])
 
 
 def positions_collect(params: dict[str, Any], connect_redis: Callable[[dict[str, Any]], Any],
@@ -600,19 +601,21 @@ def positions_collect(params: dict[str, Any], connect_redis: Callable[[dict[str,
             held, bad = parse_positions(data)
             as_of, since = parse_stamp(data.get(POSITIONS_AS_OF)), parse_stamp(data.get(POSITIONS_SINCE))
             name = f"positions:{agent}"
-            if bad or as_of is None:
+            if bad or as_of is None or since is None:
                 result["checks"].append(fail(name, f"agent {agent}: {positions_key(prefix, agent)} is not a positions "
-                                             f"hash ({', '.join(bad) or POSITIONS_AS_OF} unreadable)", bad, []))
+                                             f"hash ({', '.join(bad) or POSITIONS_AS_OF + ' or ' + POSITIONS_SINCE} "
+                                             "unreadable)", bad, []))
                 continue
-            if horizon is not None and (since is None or since < horizon):
+            if horizon is not None and since < horizon:
                 days = params["trades_retention_days"]
                 result["checks"].append(skipped(name, f"agent {agent}: positions kept since "
                                                 f"{data.get(POSITIONS_SINCE) or 'an unknown time'} predate the trades' "
                                                 f"retention ({days} days): not reconcilable"))
                 continue
             traded = {str(symbol): float(net) for symbol, net in
-                      conn.execute(Q_POSITIONS, (agent, as_of.isoformat())).fetchall()}
-            check = check_positions(agent, data[POSITIONS_AS_OF], held, traded, params["positions_tolerance"])
+                      conn.execute(Q_POSITIONS, (agent, since.isoformat(), as_of.isoformat())).fetchall()}
+            window = f"from {data[POSITIONS_SINCE]} to {data[POSITIONS_AS_OF]}"
+            check = check_positions(agent, window, held, traded, params["positions_tolerance"])
             result["checks"].append(check)
             result["mismatches"] += [{"agent": agent, **item} for item in check["observed"]]
     except Exception as exc:  # a missing table is a finding

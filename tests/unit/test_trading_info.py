@@ -172,13 +172,13 @@ class PositionsPostgres:
     def __init__(self, trades: list[tuple[str, str, str, float, str]]) -> None:
         self.trades, self.asked = trades, []
 
-    def execute(self, query: str, args: tuple[str, str]) -> PositionsPostgres:
+    def execute(self, query: str, args: tuple[str, str, str]) -> PositionsPostgres:
         assert query == Q_POSITIONS
-        agent, as_of = args
+        agent, since, as_of = args
         self.asked.append(args)
         sums: dict[str, float] = {}
         for who, symbol, side, quantity, stamp in self.trades:
-            if who == agent and stamp <= as_of:
+            if who == agent and since <= stamp <= as_of:
                 sums[symbol] = sums.get(symbol, 0.0) + (quantity if side == "buy" else -quantity)
         self.rows = list(sums.items())
         return self
@@ -193,7 +193,8 @@ class PositionsPostgres:
 POSITION_PARAMS = {"key_prefix": "sapphire", "positions_tolerance": 1e-6, "trades_retention_days": 0,
                    "redis_host": "127.0.0.1", "redis_port": 16379, "postgres_host": "127.0.0.1",
                    "postgres_port": 15432, "postgres_database": "sapphire"}
-TRADES = [("momentum", "BTC/USDT", "buy", 1.0, "2027-01-15T08:00:00+00:00"),
+TRADES = [("momentum", "BTC/USDT", "buy", 7.0, "2027-01-15T07:00:00+00:00"),  # before _since: not in the positions
+          ("momentum", "BTC/USDT", "buy", 1.0, "2027-01-15T08:00:00+00:00"),
           ("momentum", "BTC/USDT", "sell", 0.25, "2027-01-15T08:01:00+00:00"),
           ("momentum", "ETH/USDT", "buy", 2.0, "2027-01-15T08:01:00+00:00"),
           ("momentum", "BTC/USDT", "buy", 5.0, "2027-01-15T08:02:00+00:00"),  # after _as_of: not yet in Redis
@@ -211,7 +212,7 @@ def kept(**fields: str) -> dict[str, str]:
     return {"_as_of": "2027-01-15T08:01:00+00:00", "_since": "2027-01-15T08:00:00+00:00", **fields}
 
 
-def test_positions_that_equal_the_trades_up_to_as_of_agree_while_newer_trades_are_not_counted() -> None:
+def test_positions_that_equal_the_trades_from_since_to_as_of_agree_while_other_trades_are_not_counted() -> None:
     result = positions({"sapphire:positions:momentum": kept(**{"BTC/USDT": "0.75", "ETH/USDT": "2.0000000001"}),
                         "sapphire:positions:pairs": kept(**{"SOL/USDT": "-3"})})
     assert result["healthy"] is True and result["mismatches"] == []
@@ -240,7 +241,8 @@ def test_positions_older_than_the_trades_retention_are_skipped_not_failed() -> N
                      trades_retention_days=90)["healthy"] is True
 
 
-@pytest.mark.parametrize("data", [{"BTC/USDT": "1"}, kept(**{"BTC/USDT": "lots"})])
+@pytest.mark.parametrize("data", [{"BTC/USDT": "1"}, kept(**{"BTC/USDT": "lots"}),
+                                  {"BTC/USDT": "1", "_as_of": "2027-01-15T08:01:00+00:00"}])
 def test_a_hash_that_is_not_a_positions_hash_fails(data: dict[str, str]) -> None:
     (check,) = positions({"sapphire:positions:momentum": data})["checks"]
     assert check["status"] == "fail" and "is not a positions hash" in check["msg"]
