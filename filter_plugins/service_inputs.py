@@ -159,6 +159,11 @@ def redis_input_problems(values: dict[str, Any], on_cluster: bool, on_redis_host
                             "redis_endpoints with sapphire_region, redis_external_host, redis_replication_role) or "
                             "set redis_external_host (DNS name or IP of the managed Redis); redis_external_port a "
                             "port number.")
+    if mode == "host" and values.get("redis_tls") is True and "redis_tls_ca_file" in values \
+            and not values.get("redis_tls_ca_file"):
+        problems.append("redis_tls is on: set redis_tls_ca_file to the platform CA's certificate on the controller "
+                        "(default <sapphire_local_dir>/pki/ca.crt), which the toolkit's clients verify the servers "
+                        "against.")
     if mode == "external" and values.get("redis_external_tls") is True and values.get("redis_external_tls_ca_file"):
         problem = _ca_file_problem("redis_external_tls_ca_file", values["redis_external_tls_ca_file"])
         problems += [problem] if problem else []

@@ -341,3 +341,11 @@ def test_the_external_tls_defaults_are_the_verifying_ones() -> None:
     assert postgres_defaults["postgres_external_sslrootcert"] == "system"
     assert postgres_defaults["postgres_tls"] is True
     assert redis_defaults["redis_external_tls"] is True and redis_defaults["redis_tls"] is True
+
+
+def test_a_redis_of_our_own_with_tls_needs_the_ca_file_its_clients_verify_against() -> None:
+    host = {"redis_mode": "host", "redis_tls": True}
+    assert redis(on_cluster=False, on_redis_host=True, **host, redis_tls_ca_file="/var/lib/sapphire/pki/ca.crt") == []
+    (problem,) = redis(on_cluster=False, on_redis_host=True, **host, redis_tls_ca_file="")
+    assert problem.startswith("redis_tls is on: set redis_tls_ca_file")
+    assert redis(on_cluster=False, on_redis_host=True, redis_mode="host", redis_tls=False, redis_tls_ca_file="") == []
