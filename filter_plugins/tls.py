@@ -1,6 +1,6 @@
-"""TLS helpers: the subject alternative names of a server certificate (the pki role), and how a client of the toolkit
+"""TLS helpers: the subject alternative names of a server certificate (the pki role), how a client of the toolkit
 (validate, the DR steps, the controller's SQL and redis-cli, the emergency stop, the workload) reaches a PostgreSQL
-server or a Redis."""
+server or a Redis, and how the platform's pods do."""
 
 from __future__ import annotations
 
@@ -73,7 +73,60 @@ def redis_client_tls(mode: Any, tls: Any, ca_file: Any, external_tls: Any = True
     return {"tls": False, "ca_file": ""}
 
 
+# Where the platform's pods find the CA of a data service: the key ca.crt of its ConfigMap <service>-client, mounted by
+# the agents role under this directory (<dir>/postgres/ca.crt, <dir>/redis/ca.crt).
+POD_CA_DIR = "/etc/sapphire/tls"
+SERVICE_PORTS = {"postgres": 5432, "redis": 6379}
+
+
+def service_names(service: str, namespace: str) -> list[str]:
+    """Filter: the names a pod reaches the Service `service` of `namespace` by (what a server certificate must carry
+    for a pod to verify it by name): the short name the pods dial, and the namespaced and cluster-wide forms (none
+    without a namespace)."""
+    if not namespace:
+        return [service]
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
+def pod_data_client(service: str, mode: Any, client_tls: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any]:
+    """Filter: how the platform's pods reach `service` ('postgres' or 'redis'): {data, ca_file}.
+
+    data is the ConfigMap <service>-client the pods read as environment: the host and port to dial and the TLS to use
+    (PGSSLMODE/PGSSLROOTCERT for libpq, REDIS_TLS/REDIS_CA_FILE); ca_file is the controller's CA file to ship in it as
+    ca.crt ('' for none: no TLS, or the pods' trust store).
+
+    client_tls is what the toolkit's own clients use (postgres_client_tls, redis_client_tls): the pods verify the same
+    way. They dial the Service, whose name the host-mode certificates carry (service_names), except a managed server
+    verified by name: its certificate names its own endpoint, never the Service alias, so they dial the endpoint
+    (endpoint: {host, port}, the server the Service points at; a DR switch points both at the promoted one).
+    """
+    if service not in SERVICE_PORTS:
+        raise AnsibleFilterError(f"pod_data_client: unknown service {service!r}")
+    ca_dir = f"{POD_CA_DIR}/{service}"
+    if service == "postgres":
+        sslmode = str(client_tls.get("sslmode") or "prefer")
+        rootcert = str(client_tls.get("sslrootcert") or "")
+        by_name = mode == "external" and sslmode == "verify-full"
+        data = {"PGSSLMODE": sslmode}
+        if rootcert == "system":
+            data["PGSSLROOTCERT"] = "system"
+        elif rootcert:
+            data["PGSSLROOTCERT"] = f"{ca_dir}/ca.crt"
+        ca_file = "" if rootcert == "system" else rootcert
+    else:
+        on = client_tls.get("tls") is True
+        ca_file = str(client_tls.get("ca_file") or "") if on else ""
+        by_name = mode == "external" and on
+        data = {"REDIS_TLS": "true" if on else "false"}
+        if ca_file:
+            data["REDIS_CA_FILE"] = f"{ca_dir}/ca.crt"
+    prefix = service.upper()
+    host, port = (str(endpoint["host"]), str(endpoint["port"])) if by_name else (service, str(SERVICE_PORTS[service]))
+    return {"data": {f"{prefix}_HOST": host, f"{prefix}_PORT": port, **data}, "ca_file": ca_file}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"sapphire_subject_alt_names": subject_alt_names, "sapphire_postgres_client_tls": postgres_client_tls,
-                "sapphire_redis_client_tls": redis_client_tls}
+                "sapphire_redis_client_tls": redis_client_tls, "sapphire_service_names": service_names,
+                "sapphire_pod_data_client": pod_data_client}

@@ -219,6 +219,58 @@ def test_every_workload_is_admitted_under_pod_security_restricted(local_clusters
 
 
 @pytest.mark.slow
+def test_the_pods_are_told_to_dial_the_services_and_verify_them_against_the_platform_ca(
+        local_clusters: LocalClusters, deployed) -> None:
+    """Host mode: the postgres and redis roles publish how the pods reach them (verify-full / TLS through the Services,
+    the platform CA), and the pods the API server created from the Deployments read exactly that."""
+    namespace, _ = deployed
+    kubectl = functools.partial(local_clusters.kubectl, CLUSTER, "-n", namespace)
+    ca = (REPO_ROOT / ".local" / "pki" / "ca.crt").read_text()
+    clients = {service: json.loads(kubectl("get", "configmap", f"{service}-client", "-o", "json").stdout)["data"]
+               for service in ("postgres", "redis")}
+    assert clients["postgres"] == {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "verify-full",
+                                   "PGSSLROOTCERT": "/etc/sapphire/tls/postgres/ca.crt", "ca.crt": ca}
+    assert clients["redis"] == {"REDIS_HOST": "redis", "REDIS_PORT": "6379", "REDIS_TLS": "true",
+                                "REDIS_CA_FILE": "/etc/sapphire/tls/redis/ca.crt", "ca.crt": ca}
+    pods = json.loads(kubectl("get", "pods", "-l", "app.kubernetes.io/component in (agent,coordinator)",
+                              "-o", "json").stdout)["items"]
+    assert {pod["metadata"]["labels"]["app.kubernetes.io/component"] for pod in pods} == {"agent", "coordinator"}
+    for pod in pods:
+        (container,) = pod["spec"]["containers"]
+        assert [source["configMapRef"]["name"] for source in container["envFrom"]] == [
+            "postgres-client", "redis-client"], pod["metadata"]["name"]
+        mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+        assert mounts["data-ca"] == "/etc/sapphire/tls", pod["metadata"]["name"]
+
+
+@pytest.mark.slow
+def test_a_change_of_how_the_pods_reach_the_data_services_rolls_them(local_clusters: LocalClusters, deployed) -> None:
+    """A pod reads postgres-client at its start: a deploy that changes it (here PostgreSQL without the platform TLS)
+    changes the pod templates, so the Deployments roll; the next deploy puts both back."""
+    namespace, _ = deployed
+    kubectl = functools.partial(local_clusters.kubectl, CLUSTER, "-n", namespace)
+
+    def seen() -> tuple[str, dict[str, str]]:
+        client = json.loads(kubectl("get", "configmap", "postgres-client", "-o", "json").stdout)["data"]
+        deployments = json.loads(kubectl("get", "deploy", "-l", "app.kubernetes.io/component in (agent,coordinator)",
+                                         "-o", "json").stdout)["items"]
+        annotations = {item["metadata"]["name"]: item["spec"]["template"]["metadata"]["annotations"].get(
+            "sapphire.io/data-client-checksum", "") for item in deployments}
+        return client["PGSSLMODE"], annotations
+
+    mode, before = seen()
+    assert mode == "verify-full" and "" not in before.values() and len(set(before.values())) == 1, before
+    changed = deploy(namespace, postgres_tls=False)
+    assert changed.rc == 0, changed.explain()
+    mode, during = seen()
+    assert mode == "prefer"
+    assert set(during) == set(before) and not set(during.values()) & set(before.values()), during
+    restored = deploy(namespace)
+    assert restored.rc == 0, restored.explain()
+    assert seen() == ("verify-full", before)
+
+
+@pytest.mark.slow
 def test_check_mode_reports_the_change_and_writes_nothing(local_clusters: LocalClusters, deployed) -> None:
     namespace, _ = deployed
 

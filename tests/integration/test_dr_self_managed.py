@@ -124,6 +124,14 @@ class ExternalRegions:
                                                "-o", "json").stdout)
         return got["metadata"]["annotations"][f"sapphire.io/{service}-endpoint"]
 
+    def pod_client(self, cluster: str, service: str) -> dict[str, str]:
+        """How a cluster's pods dial `service` (the ConfigMap <service>-client its role publishes), without the CA."""
+        got = json.loads(self.clusters.kubectl(cluster, "-n", self.namespace, "get", "configmap", f"{service}-client",
+                                               "-o", "json").stdout)["data"]
+        prefix = service.upper()
+        return {"dial": f"{got[prefix + '_HOST']}:{got[prefix + '_PORT']}",
+                **{key: value for key, value in got.items() if key in ("PGSSLMODE", "REDIS_TLS")}}
+
     def report(self) -> dict[str, Any]:
         return json.loads(Path(self.state()["history"][-1]["report"]).read_text())
 
@@ -195,6 +203,11 @@ def test_deploy_points_every_cluster_at_the_live_primaries(regions: ExternalRegi
     for cluster in ("local-primary", "local-dr"):
         assert regions.service_target(cluster, "postgres") == f"127.0.0.1:{ports['pg-primary']}", cluster
         assert regions.service_target(cluster, "redis") == f"127.0.0.1:{ports['redis-primary']}", cluster
+        # The pods verify a managed server by name: they dial its endpoint, not the Service alias.
+        assert regions.pod_client(cluster, "postgres") == {"dial": f"127.0.0.1:{ports['pg-primary']}",
+                                                           "PGSSLMODE": "verify-full"}, cluster
+        assert regions.pod_client(cluster, "redis") == {"dial": f"127.0.0.1:{ports['redis-primary']}",
+                                                        "REDIS_TLS": "true"}, cluster
 
 
 def test_check_lists_the_provider_steps_and_changes_nothing(regions: ExternalRegions) -> None:
@@ -258,6 +271,9 @@ def test_failover_under_a_write_load_loses_no_acknowledged_write(regions: Extern
     # The live cluster's Services lead to the promoted servers.
     assert regions.service_target("local-dr", "postgres") == f"127.0.0.1:{servers.ports['pg-dr']}"
     assert regions.service_target("local-dr", "redis") == f"127.0.0.1:{servers.ports['redis-dr']}"
+    # ... and so do its pods, which dial the managed endpoints themselves (started by the switch after re-pointing).
+    assert regions.pod_client("local-dr", "postgres")["dial"] == f"127.0.0.1:{servers.ports['pg-dr']}"
+    assert regions.pod_client("local-dr", "redis")["dial"] == f"127.0.0.1:{servers.ports['redis-dr']}"
 
 
 def test_validate_checks_each_endpoint_and_that_the_agents_view_agrees(regions: ExternalRegions) -> None:

@@ -75,7 +75,8 @@ def write_inventory(path: Path, local_dir: Path, hosts: dict[str, dict[str, Any]
     inventory = {"all": {
         "children": {"postgres_hosts": {"hosts": hosts}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-                 "postgres_mode": "host", "sapphire_local_dir": str(local_dir)},
+                 "postgres_mode": "host", "sapphire_local_dir": str(local_dir),
+                 "sapphire_namespace": "trading-system"},
     }}
     path.write_text(yaml.safe_dump(inventory))
     return path
@@ -196,6 +197,19 @@ def test_tcp_logins_and_replication_speak_tls_verified_against_the_platform_ca(p
         key = pair.base(host) / "conf" / "tls" / "server.key"
         assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "postgres", host
     assert oct((pair.local_dir / "pki" / "ca.key").stat().st_mode & 0o777) == "0o600"
+
+
+def test_a_pod_verifies_the_server_by_the_names_of_the_service_it_dials(pair: Pair) -> None:
+    """The platform's pods dial the Service postgres with verify-full (the ConfigMap postgres-client): libpq verifies
+    the name they dial (host) while connecting to the server's address (hostaddr)."""
+    login = {"hostaddr": "127.0.0.1", "port": pair.ports["pg-primary"], "user": "sapphire_agent", "dbname": "sapphire",
+             "password": pair.secrets["postgres_agent_password"], "connect_timeout": 10, "sslmode": "verify-full",
+             "sslrootcert": str(pair.local_dir / "pki" / "ca.crt")}
+    for name in ("postgres", "postgres.trading-system.svc", "postgres.trading-system.svc.cluster.local"):
+        with psycopg.connect(host=name, **login) as conn:
+            assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        psycopg.connect(host="redis", **login)
 
 
 def test_deploy_signs_again_a_certificate_due_for_renewal_and_the_server_serves_it(pair: Pair) -> None:

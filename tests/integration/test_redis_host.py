@@ -64,6 +64,7 @@ def write_inventory(path: Path, local_dir: Path, password: str, hosts: dict[str,
         "children": {"redis_hosts": {"hosts": hosts}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}",
                  "redis_mode": "host", "sapphire_local_dir": str(local_dir), "redis_password": password,
+                 "sapphire_namespace": "trading-system",
                  **USER_PASSWORDS},
     }}
     path.write_text(yaml.safe_dump(inventory))
@@ -198,6 +199,24 @@ def test_clients_and_replication_speak_tls_verified_against_the_platform_ca(conv
         key = converged.instance_dir(name) / "tls" / "server.key"
         assert oct(key.stat().st_mode & 0o777) == "0o600" and key.owner() == "redis", name
     assert converged.client("redis-test-replica").info("replication")["master_link_status"] == "up"
+
+
+def handshake(port: int, ca_file: str, server_name: str) -> None:
+    """A TLS handshake with the instance on 127.0.0.1 that verifies its certificate for `server_name`, as a pod that
+    dials that name does."""
+    context = ssl.create_default_context(cafile=ca_file)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=server_name):
+        pass
+
+
+def test_a_pod_verifies_the_instance_by_the_names_of_the_service_it_dials(converged: Pair) -> None:
+    """The platform's pods dial the Service redis (the ConfigMap redis-client): the certificate carries its names."""
+    port = converged.ports["redis-test-primary"]
+    for name in ("redis", "redis.trading-system.svc", "redis.trading-system.svc.cluster.local"):
+        handshake(port, converged.ca_file, name)
+    with pytest.raises(ssl.SSLCertVerificationError, match="Hostname mismatch"):
+        handshake(port, converged.ca_file, "postgres")
 
 
 def served_certificate_end(port: int) -> datetime.datetime:

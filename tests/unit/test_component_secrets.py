@@ -56,7 +56,8 @@ def test_the_database_owner_s_login_stays_with_the_postgres_pods(tmp_path: Path)
     assert {variable["valueFrom"]["secretKeyRef"]["key"] for variable in init["env"]
             if variable["valueFrom"]["secretKeyRef"]["name"] != "postgres-credentials"} == {"password"}
     assert "identities.sql" in " ".join(init["command"])
-    (config,) = [item for item in items if item["kind"] == "ConfigMap"]
+    (config,) = [item for item in items if item["kind"] == "ConfigMap"
+                 and item["metadata"]["name"].startswith("postgres-init-")]
     assert "render-only" not in json.dumps(config)  # no password in the ConfigMap
     assert '\\getenv sapphire_password POSTGRES_AGENT_PASSWORD' in config["data"]["identities.sql"]
 
@@ -71,3 +72,29 @@ def test_every_login_has_its_secret_in_the_namespace(tmp_path: Path) -> None:
     assert secrets["redis-credentials"] == {"password"}
     for name in ("redis-agent-credentials", "redis-replication-credentials", "redis-monitor-credentials"):
         assert secrets[name] == {"username", "password"}, name
+
+
+def test_the_pods_dial_and_verify_the_data_services_as_the_postgres_and_redis_roles_publish(tmp_path: Path) -> None:
+    """Where the coordinator and the agents dial PostgreSQL and Redis, and the TLS they use, come from the ConfigMaps
+    postgres-client and redis-client (no host or port of their own), the CAs those name mounted from the same."""
+    deployments = [item for item in render(tmp_path, "agents") if item["kind"] == "Deployment"]
+    assert {item["metadata"]["name"] for item in deployments} >= {"trading-coordinator", "agent-momentum"}
+    for item in deployments:
+        name, spec = item["metadata"]["name"], pod_spec(item)
+        (container,) = spec["containers"]
+        assert container["envFrom"] == [{"configMapRef": {"name": "postgres-client"}},
+                                        {"configMapRef": {"name": "redis-client"}}], name
+        assert not {variable["name"] for variable in container["env"]} & {
+            "POSTGRES_HOST", "POSTGRES_PORT", "REDIS_HOST", "REDIS_PORT", "PGSSLMODE", "REDIS_TLS"}, name
+        assert {"name": "data-ca", "mountPath": "/etc/sapphire/tls", "readOnly": True} in container["volumeMounts"]
+        (volume,) = [volume for volume in spec["volumes"] if volume["name"] == "data-ca"]
+        assert [(source["configMap"]["name"], source["configMap"]["items"]) for source in volume["projected"]["sources"]
+                ] == [("postgres-client", [{"key": "ca.crt", "path": "postgres/ca.crt"}]),
+                      ("redis-client", [{"key": "ca.crt", "path": "redis/ca.crt"}])], name
+
+
+def test_in_cluster_postgres_publishes_its_service_for_the_pods(tmp_path: Path) -> None:
+    items = render(tmp_path, "postgres", postgres_mode="kubernetes")
+    (client,) = [item for item in items
+                 if item["kind"] == "ConfigMap" and item["metadata"]["name"] == "postgres-client"]
+    assert client["data"] == {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "prefer"}

@@ -74,3 +74,61 @@ def test_a_managed_redis_follows_the_external_settings_its_ca_only_with_tls() ->
 def test_a_host_mode_redis_with_tls_and_no_ca_is_refused_by_name() -> None:
     with pytest.raises(AnsibleFilterError, match="redis_tls_ca_file"):
         tls.redis_client_tls("host", True, "")
+
+
+# How the platform's pods reach the data services (the ConfigMaps postgres-client and redis-client).
+POINTER = {"host": "sapphire.abc123.eu-west-1.rds.amazonaws.com", "port": 6432}
+
+
+def test_the_service_names_a_pod_verifies_start_with_the_short_name_it_dials() -> None:
+    assert tls.service_names("postgres", "trading-system") == [
+        "postgres", "postgres.trading-system", "postgres.trading-system.svc",
+        "postgres.trading-system.svc.cluster.local"]
+    assert tls.service_names("redis", "") == ["redis"]
+
+
+def test_pods_verify_a_host_mode_postgres_by_the_service_name_against_the_shipped_platform_ca() -> None:
+    client = tls.postgres_client_tls("host", True, "/var/lib/sapphire/pki/ca.crt")
+    assert tls.pod_data_client("postgres", "host", client, {"host": "10.0.0.5", "port": 15432}) == {
+        "data": {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "verify-full",
+                 "PGSSLROOTCERT": "/etc/sapphire/tls/postgres/ca.crt"},
+        "ca_file": "/var/lib/sapphire/pki/ca.crt"}
+
+
+def test_pods_dial_a_managed_postgres_verified_by_name_at_its_own_endpoint_with_the_trust_store() -> None:
+    client = tls.postgres_client_tls("external", True, "/ca.crt")
+    assert tls.pod_data_client("postgres", "external", client, POINTER) == {
+        "data": {"POSTGRES_HOST": POINTER["host"], "POSTGRES_PORT": "6432", "PGSSLMODE": "verify-full",
+                 "PGSSLROOTCERT": "system"},
+        "ca_file": ""}
+
+
+def test_pods_reach_a_managed_postgres_that_is_not_verified_by_name_through_the_service() -> None:
+    client = tls.postgres_client_tls("external", True, "/ca.crt", "verify-ca", "/etc/rds/global-bundle.pem")
+    result = tls.pod_data_client("postgres", "external", client, POINTER)
+    assert result["data"]["POSTGRES_HOST"] == "postgres" and result["data"]["PGSSLMODE"] == "verify-ca"
+    assert result["ca_file"] == "/etc/rds/global-bundle.pem"
+
+
+def test_pods_reach_the_in_cluster_servers_through_their_services_without_a_ca() -> None:
+    assert tls.pod_data_client("postgres", "kubernetes", tls.postgres_client_tls("kubernetes", True, "/ca.crt"),
+                               {"host": "", "port": 5432}) == {
+        "data": {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "prefer"}, "ca_file": ""}
+    assert tls.pod_data_client("redis", "kubernetes", tls.redis_client_tls("kubernetes", True, "/ca.crt"),
+                               {"host": "", "port": 6379}) == {
+        "data": {"REDIS_HOST": "redis", "REDIS_PORT": "6379", "REDIS_TLS": "false"}, "ca_file": ""}
+
+
+def test_pods_verify_a_host_mode_redis_by_the_service_name_and_a_managed_one_at_its_endpoint() -> None:
+    host = tls.pod_data_client("redis", "host", tls.redis_client_tls("host", True, "/pki/ca.crt"),
+                               {"host": "10.0.0.6", "port": 16379})
+    assert host == {"data": {"REDIS_HOST": "redis", "REDIS_PORT": "6379", "REDIS_TLS": "true",
+                             "REDIS_CA_FILE": "/etc/sapphire/tls/redis/ca.crt"}, "ca_file": "/pki/ca.crt"}
+    managed = tls.pod_data_client("redis", "external", tls.redis_client_tls("external", True, "", True, ""),
+                                  {"host": "10.3.0.4", "port": 6378})
+    assert managed == {"data": {"REDIS_HOST": "10.3.0.4", "REDIS_PORT": "6378", "REDIS_TLS": "true"}, "ca_file": ""}
+
+
+def test_an_unknown_data_service_is_refused() -> None:
+    with pytest.raises(AnsibleFilterError, match="unknown service 'mysql'"):
+        tls.pod_data_client("mysql", "host", {}, {"host": "", "port": 0})
