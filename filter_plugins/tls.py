@@ -37,9 +37,9 @@ def postgres_client_tls(mode: Any, tls: Any, ca_file: Any, external_sslmode: Any
                         external_sslrootcert: Any = "system") -> dict[str, str]:
     """Filter: {sslmode, sslrootcert} of a connection to a PostgreSQL server in postgres_mode `mode`.
 
-    host with postgres_tls: verify-full against the platform CA (ca_file, postgres_tls_ca_file); external: the
-    external settings, the CA given only to a mode that verifies (libpq refuses sslrootcert=system with a weaker one);
-    anything else (a server without TLS, the cluster's own): prefer, no CA.
+    host or kubernetes with postgres_tls: verify-full against the platform CA (ca_file, postgres_tls_ca_file);
+    external: the external settings, the CA given only to a mode that verifies (libpq refuses sslrootcert=system with a
+    weaker one); a server without TLS: prefer, no CA.
     """
     if mode == "external":
         if external_sslmode not in SSLMODES:
@@ -50,7 +50,7 @@ def postgres_client_tls(mode: Any, tls: Any, ca_file: Any, external_sslmode: Any
             raise AnsibleFilterError(f"postgres_external_sslmode {external_sslmode} needs postgres_external_sslrootcert"
                                      " (a CA bundle file on the controller, or system)")
         return {"sslmode": str(external_sslmode), "sslrootcert": rootcert}
-    if mode == "host" and tls is True:
+    if mode in ("host", "kubernetes") and tls is True:
         return {"sslmode": "verify-full", "sslrootcert": str(ca_file)}
     return {"sslmode": "prefer", "sslrootcert": ""}
 
@@ -59,14 +59,14 @@ def redis_client_tls(mode: Any, tls: Any, ca_file: Any, external_tls: Any = True
                      external_ca_file: Any = "") -> dict[str, Any]:
     """Filter: {tls, ca_file} of a connection to a Redis in redis_mode `mode`.
 
-    host with redis_tls: TLS verified (chain and name) against the platform CA (ca_file, redis_tls_ca_file); external:
-    redis_external_tls against redis_external_tls_ca_file (empty: the controller's trust store); anything else (an
-    instance without TLS, the cluster's own): plain TCP.
+    host or kubernetes with redis_tls: TLS verified (chain and name) against the platform CA (ca_file,
+    redis_tls_ca_file); external: redis_external_tls against redis_external_tls_ca_file (empty: the controller's trust
+    store); an instance without TLS: plain TCP.
     """
     if mode == "external":
         on = external_tls is True
         return {"tls": on, "ca_file": str(external_ca_file or "") if on else ""}
-    if mode == "host" and tls is True:
+    if mode in ("host", "kubernetes") and tls is True:
         if not ca_file:
             raise AnsibleFilterError("redis_tls needs redis_tls_ca_file (the platform CA's certificate)")
         return {"tls": True, "ca_file": str(ca_file)}
@@ -86,6 +86,16 @@ def service_names(service: str, namespace: str) -> list[str]:
     if not namespace:
         return [service]
     return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
+def statefulset_names(name: str, headless: str, namespace: str, replicas: Any) -> list[str]:
+    """Filter: the names of a StatefulSet's pods through its headless Service (<name>-<i>.<headless>.<namespace>.svc,
+    and the .cluster.local form), what a replica dials to follow pod 0."""
+    names: list[str] = []
+    for index in range(int(replicas)):
+        pod = f"{name}-{index}.{headless}.{namespace}.svc"
+        names += [pod, f"{pod}.cluster.local"]
+    return names
 
 
 def pod_data_client(service: str, mode: Any, client_tls: dict[str, Any], endpoint: dict[str, Any]) -> dict[str, Any]:
@@ -129,4 +139,5 @@ class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {"sapphire_subject_alt_names": subject_alt_names, "sapphire_postgres_client_tls": postgres_client_tls,
                 "sapphire_redis_client_tls": redis_client_tls, "sapphire_service_names": service_names,
-                "sapphire_pod_data_client": pod_data_client}
+                "sapphire_pod_data_client": pod_data_client,
+                "sapphire_statefulset_names": statefulset_names}

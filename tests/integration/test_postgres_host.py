@@ -240,6 +240,36 @@ def test_deploy_signs_again_a_certificate_due_for_renewal_and_the_server_serves_
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_the_backup_login_may_run_a_backup_over_the_socket_and_nothing_else(pair: Pair) -> None:
+    """pgBackRest logs in as sapphire_backup (pg1-user): no superuser, no password, only from the postgres OS user
+    over the socket; it may start and stop a backup and checkpoint, and may not even connect to the trading
+    database."""
+    # The database pgBackRest connects to (a function's grants are per database).
+    with pair.admin("pg-primary", "postgres") as conn:
+        assert conn.execute(
+            "SELECT rolsuper, rolreplication, rolcanlogin, rolpassword IS NULL FROM pg_authid "
+            "WHERE rolname = 'sapphire_backup'").fetchone() == (False, False, True, True)
+        assert conn.execute(
+            "SELECT pg_has_role('sapphire_backup', 'pg_checkpoint', 'member'), "
+            "pg_has_role('sapphire_backup', 'pg_read_all_settings', 'member'), "
+            "has_function_privilege('sapphire_backup', 'pg_backup_start(text, boolean)', 'EXECUTE'), "
+            "has_function_privilege('sapphire_backup', 'pg_backup_stop(boolean)', 'EXECUTE')").fetchone() == (
+                True, True, True, True)
+
+    def as_backup(sql: str, dbname: str = "postgres") -> subprocess.CompletedProcess[str]:
+        command = ["psql", "-h", str(pair.base("pg-primary") / "run"), "-p", str(pair.ports["pg-primary"]),
+                   "-U", "sapphire_backup", "-d", dbname, "-Atqc", sql]
+        return subprocess.run(["runuser", "-u", "postgres", "--", *command], capture_output=True, text=True,
+                              timeout=30, check=False)
+
+    assert as_backup("SELECT current_user, pg_switch_wal() IS NOT NULL").stdout.strip() == "sapphire_backup|t"
+    denied = as_backup("SELECT count(*) FROM trades", "sapphire")
+    assert 'permission denied for database "sapphire"' in denied.stderr
+    with pytest.raises(psycopg.OperationalError, match=r"no pg_hba\.conf entry"):
+        psycopg.connect(host="127.0.0.1", port=pair.ports["pg-primary"], user="sapphire_backup", dbname="postgres",
+                        password="anything", sslmode="require", connect_timeout=10)
+
+
 def test_pg_hba_refuses_what_does_not_need_access(pair: Pair) -> None:
     # The platform's user may not use replication; the replication user may not read data.
     with pytest.raises(psycopg.OperationalError):

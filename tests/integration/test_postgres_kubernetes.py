@@ -9,7 +9,9 @@ role would provide, and checks the pod is admitted and the PVC binds.
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import sys
 import time
 import uuid
@@ -41,7 +43,7 @@ def render(run_playbook: Callable[..., Any], tmp_path: Path, **extra: Any) -> li
         ]}]))
     variables = {"sapphire_namespace": "trading-system", "sapphire_release": "2026.11.0",
                  "postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
-                 **LOGIN_PASSWORDS,
+                 **LOGIN_PASSWORDS, "sapphire_local_dir": str(tmp_path / "local"),  # the platform CA of this test
                  "ansible_connection": "local", "ansible_python_interpreter": sys.executable, **extra}
     result = run_playbook(str(playbook), "localhost,", extra_vars=variables)
     assert result.rc == 0, result.explain()
@@ -158,7 +160,8 @@ def test_no_password_in_rendered_objects(objects: list[dict[str, Any]]) -> None:
     for config in by_kind(objects, "ConfigMap"):
         # The logins' SQL names their password variables; a password itself would be a quoted literal after PASSWORD.
         assert not re.search(r"password\s+'", json.dumps(config["data"]), re.IGNORECASE)
-        assert "PASSWORD :'sapphire_password'" in json.dumps(config["data"])
+    (init,) = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith("postgres-init-")]
+    assert "PASSWORD :'sapphire_password'" in json.dumps(init["data"])
 
 
 def test_image_tag_latest_is_rejected(tmp_path: Path, playbook_runner: Callable[..., Any]) -> None:
@@ -213,6 +216,27 @@ def scratch_namespace(local_clusters: Any) -> Iterator[tuple[Any, str]]:
             scheduling.delete_priority_class("sapphire-trading-critical")
 
 
+def deploy_in_cluster(tmp_path: Path, namespace: str, playbook_runner: Callable[..., Any]) -> tuple[Any, Any]:
+    """The postgres role in kubernetes mode into `namespace` of local-primary (its CA under tmp_path): the result and
+    a function that runs it again."""
+    kubeconfig = REPO_ROOT / ".local" / "clusters" / "local-primary" / "kubeconfig"
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(yaml.safe_dump({"all": {"children": {"clusters": {"hosts": {"local-primary": {
+        "k8s_kubeconfig": str(kubeconfig), "k8s_context": "local-primary"}}}}}}))
+    playbook = tmp_path / "deploy.yml"
+    playbook.write_text(yaml.safe_dump([{"name": "Deploy postgres", "hosts": "clusters", "gather_facts": False,
+                                         "roles": [{"role": "postgres"}]}]))
+    variables = {"postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
+                 **LOGIN_PASSWORDS, "sapphire_local_dir": str(tmp_path / "local"),
+                 "postgres_mode": "kubernetes", "sapphire_namespace": namespace, "sapphire_release": "2026.11.0",
+                 "ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+
+    def run() -> Any:
+        return playbook_runner(str(playbook), inventory, extra_vars=variables)
+
+    return run(), run
+
+
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_apply_is_admitted_and_the_pvc_binds(tmp_path: Path, scratch_namespace: tuple[Any, str],
@@ -222,18 +246,7 @@ def test_apply_is_admitted_and_the_pvc_binds(tmp_path: Path, scratch_namespace: 
 
     api, namespace = scratch_namespace
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
-    kubeconfig = REPO_ROOT / ".local" / "clusters" / "local-primary" / "kubeconfig"
-    inventory = tmp_path / "hosts.yml"
-    inventory.write_text(yaml.safe_dump({"all": {"children": {"clusters": {"hosts": {"local-primary": {
-        "k8s_kubeconfig": str(kubeconfig), "k8s_context": "local-primary"}}}}}}))
-    playbook = tmp_path / "deploy.yml"
-    playbook.write_text(yaml.safe_dump([{"name": "Deploy postgres", "hosts": "clusters", "gather_facts": False,
-                                         "roles": [{"role": "postgres"}]}]))
-    variables = {"postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
-                 **LOGIN_PASSWORDS,
-                 "postgres_mode": "kubernetes", "sapphire_namespace": namespace, "sapphire_release": "2026.11.0",
-                 "ansible_connection": "local", "ansible_python_interpreter": sys.executable}
-    first = playbook_runner(str(playbook), inventory, extra_vars=variables)
+    first, deploy_again = deploy_in_cluster(tmp_path, namespace, playbook_runner)
     assert first.rc == 0, first.explain()
     assert PASSWORD not in first.stdout + first.stderr
 
@@ -260,6 +273,94 @@ def test_apply_is_admitted_and_the_pvc_binds(tmp_path: Path, scratch_namespace: 
     job_pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=postgres-init").items
     assert job_pods, f"the init Job's pod was not admitted:\n{events}"
 
-    second = playbook_runner(str(playbook), inventory, extra_vars=variables)
+    second = deploy_again()
     assert second.rc == 0, second.explain()
     assert second.changed == 0, second.changed_tasks()
+
+
+def own_network_address() -> str:
+    """This machine's IPv4 address outside loopback (where a connection to itself comes from too); skips without one."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's source address
+        except OSError:
+            pytest.skip("no network address outside loopback")
+        address = sock.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("no network address outside loopback")
+    return address
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_the_server_the_statefulset_describes_is_verified_by_the_service_name_and_refuses_plaintext_from_the_network(
+        tmp_path: Path, scratch_namespace: tuple[Any, str], playbook_runner: Callable[..., Any]) -> None:
+    """kwok runs no pod: the StatefulSet's settings, the ConfigMap postgres-hba and the Secret postgres-tls the role
+    applied are run here with the distribution's PostgreSQL (the key root-owned and group-readable, as the kubelet
+    mounts it with the pod's fsGroup), and a client set up from the ConfigMap postgres-client connects as a pod does."""
+    import base64
+
+    import psycopg
+    from conftest import PG_BIN, as_postgres, free_port, require_binary, traversable_tmp
+    from kubernetes import client
+
+    require_binary(PG_BIN / "initdb")
+    api, namespace = scratch_namespace
+    first, _ = deploy_in_cluster(tmp_path, namespace, playbook_runner)
+    assert first.rc == 0, first.explain()
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    secret = core.read_namespaced_secret("postgres-tls", namespace)
+    assert secret.type == "kubernetes.io/tls"
+    hba = core.read_namespaced_config_map("postgres-hba", namespace).data["pg_hba.conf"]
+    pod_client = core.read_namespaced_config_map("postgres-client", namespace).data
+    (container,) = [c for c in apps.read_namespaced_stateful_set("postgres", namespace).spec.template.spec.containers
+                    if c.name == "postgres"]
+    settings = dict(arg.split("=", 1) for arg in container.args if arg != "-c")
+    assert settings["ssl"] == "on" and settings["hba_file"] == "/etc/postgres/hba/pg_hba.conf"
+
+    network = own_network_address()  # the pod's network side: not loopback, so pg_hba's network lines decide
+    root = traversable_tmp()
+    port = free_port()
+    try:
+        mounted = root / "etc-postgres"  # /etc/postgres of the pod
+        (mounted / "tls").mkdir(parents=True)
+        (mounted / "hba").mkdir()
+        for key in ("tls.crt", "tls.key"):
+            path = mounted / "tls" / key
+            path.write_bytes(base64.b64decode(secret.data[key]))
+            if os.geteuid() == 0:
+                shutil.chown(path, "root", "postgres")
+            path.chmod(0o440)
+        (mounted / "hba" / "pg_hba.conf").write_text(hba)
+        for directory in (mounted, mounted / "tls", mounted / "hba"):
+            directory.chmod(0o755)
+        data = root / "data"
+        as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "sapphire", "--auth-local=trust", "-E", "UTF8",
+                    "--locale=C.UTF-8")
+        options = [f"-c {key}={value.replace('/etc/postgres', str(mounted))}" for key, value in settings.items()
+                   if key.startswith("ssl") or key in ("hba_file", "password_encryption")]
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "postgres.log"), "-w", "-t", "60",
+                    "-o", " ".join([f"-p {port}", f"-k {root}", f"-c listen_addresses=127.0.0.1,{network}", *options]),
+                    "start")
+        as_postgres(str(PG_BIN / "psql"), "-h", str(root), "-p", str(port), "-U", "sapphire", "-d", "postgres", "-c",
+                    f"ALTER ROLE sapphire PASSWORD '{PASSWORD}'")
+        ca = root / "ca.crt"
+        ca.write_text(pod_client["ca.crt"])
+        login = {"hostaddr": network, "port": port, "user": "sapphire", "password": PASSWORD,
+                 "dbname": "postgres", "connect_timeout": 10}
+        # A pod dials the Service (or pod 0 by its headless name) and verifies it against the CA it was given.
+        for name in (pod_client["POSTGRES_HOST"], f"postgres.{namespace}.svc",
+                     f"postgres-0.postgres-headless.{namespace}.svc"):
+            with psycopg.connect(host=name, sslmode=pod_client["PGSSLMODE"], sslrootcert=str(ca), **login) as conn:
+                assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+        with pytest.raises(psycopg.OperationalError, match="no encryption"):
+            psycopg.connect(host="postgres", sslmode="disable", **login)
+        # The exporter sidecar and the probes stay on the pod's loopback.
+        with psycopg.connect(host="127.0.0.1", port=port, user="sapphire", password=PASSWORD, dbname="postgres",
+                             sslmode="disable", connect_timeout=10) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(root, ignore_errors=True)

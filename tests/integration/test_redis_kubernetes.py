@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ def cluster_inventory(path: Path, kubeconfig: str, context: str, **variables: An
             "k8s_kubeconfig": kubeconfig, "k8s_context": context}}}},
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable,
                  "sapphire_namespace": "trading-system", "sapphire_release": "2026.11.0",
+                 "sapphire_local_dir": str(path.parent / "local"),  # the platform CA of this test
                  "redis_password": PASSWORD, **USER_PASSWORDS, **variables},
     }}))
     return path
@@ -75,8 +77,8 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 def test_renders_configmap_services_statefulset_without_pdb(objects: list[dict[str, Any]]) -> None:
     names = sorted((o["kind"], o["metadata"]["name"]) for o in objects)
-    assert names == [("ConfigMap", "redis-config"), ("Service", "redis"), ("Service", "redis-headless"),
-                     ("StatefulSet", "redis")]
+    assert names == [("ConfigMap", "redis-client"), ("ConfigMap", "redis-config"), ("Service", "redis"),
+                     ("Service", "redis-headless"), ("StatefulSet", "redis")]
     service = next(o for o in by_kind(objects, "Service") if o["metadata"]["name"] == "redis")
     assert service["spec"]["selector"]["statefulset.kubernetes.io/pod-name"] == "redis-0"
     assert service["spec"]["ports"][0]["port"] == 6379
@@ -301,6 +303,74 @@ def test_apply_is_admitted_the_pvc_binds_and_rerun_changes_nothing(
     again = playbook_runner(str(playbook), inventory)
     assert again.rc == 0, again.explain()
     assert again.changed == 0, f"second apply changed: {again.changed_tasks()}"
+
+
+@pytest.mark.servers
+@pytest.mark.cluster
+def test_the_instance_the_statefulset_describes_speaks_tls_only_verified_by_the_service_and_pod_names(
+        tmp_path: Path, scratch: tuple[Any, str, str], playbook_runner: Callable[..., Any]) -> None:
+    """kwok runs no pod: the redis.conf of the ConfigMap redis-config and the Secret redis-tls the role applied are run
+    here with the distribution's redis-server (the pod's paths moved under a temporary directory), and clients set up
+    from the ConfigMap redis-client verify it as the pods do; the probes' redis-cli gets its PONG."""
+    import base64
+
+    import redis
+
+    if not shutil.which("redis-server"):
+        pytest.skip("redis-server is not installed")
+    kubectl, namespace, priority = scratch
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(yaml.safe_dump(PLAY))
+    inventory = cluster_inventory(tmp_path / "hosts.yml", str(kubectl.clusters.kubeconfigs["local-primary"]),
+                                  "local-primary", redis_mode="kubernetes", sapphire_namespace=namespace,
+                                  redis_priority_class=priority)
+    result = playbook_runner(str(playbook), inventory)
+    assert result.rc == 0, result.explain()
+
+    def read(kind: str, name: str) -> dict[str, Any]:
+        return json.loads(kubectl("-n", namespace, "get", kind, name, "-o", "json").stdout)
+
+    secret, pod_client = read("secret", "redis-tls"), read("configmap", "redis-client")["data"]
+    assert secret["type"] == "kubernetes.io/tls" and pod_client["REDIS_TLS"] == "true"
+    (container,) = [c for c in read("statefulset", "redis")["spec"]["template"]["spec"]["containers"]
+                    if c["name"] == "redis"]
+    probe = container["readinessProbe"]["exec"]["command"][2]
+    root = Path(tempfile.mkdtemp(prefix="sapphire-redis-k8s-"))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    (root / "tls").mkdir()
+    for key in ("tls.crt", "tls.key", "ca.crt"):
+        (root / "tls" / key).write_bytes(base64.b64decode(secret["data"][key]))
+    conf = (read("configmap", "redis-config")["data"]["redis.conf"].replace("/etc/redis/tls", str(root / "tls"))
+            .replace("dir /data", f"dir {root}").replace("tls-port 6379", f"tls-port {port}")
+            .replace("bind * -::*", "bind 127.0.0.1"))
+    (root / "redis.conf").write_text(conf)
+    proc = subprocess.Popen(["redis-server", str(root / "redis.conf"), "--requirepass", PASSWORD],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        ca = root / "pod-ca.crt"
+        ca.write_text(pod_client["ca.crt"])
+        tls_client = {"port": port, "password": PASSWORD, "ssl": True, "ssl_ca_certs": str(ca), "socket_timeout": 3}
+        wait_for(lambda: redis.Redis(host="127.0.0.1", **tls_client).ping(), 20, "the instance of redis-config")
+        # The plain port is closed.
+        with pytest.raises(redis.exceptions.ConnectionError):
+            redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, socket_timeout=3).ping()
+        # A pod dials the Service; a replica dials pod 0 by its headless name: the certificate carries both.
+        context = ssl.create_default_context(cafile=str(ca))
+        for name in (pod_client["REDIS_HOST"], f"redis.{namespace}.svc", f"redis-0.redis-headless.{namespace}.svc"):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+                    context.wrap_socket(raw, server_hostname=name):
+                pass
+        # The probes' command, its CA at the pod's path moved here.
+        probed = subprocess.run(["sh", "-c", probe.replace("/etc/redis/tls", str(root / "tls"))
+                                 .replace("-p 6379", f"-p {port}")], env={**os.environ, "REDISCLI_AUTH": PASSWORD},
+                                capture_output=True, text=True, timeout=20, check=False)
+        assert probed.returncode == 0, probed.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture()

@@ -44,7 +44,7 @@ def test_the_coordinator_and_each_agent_read_only_their_own_database_login(tmp_p
 
 
 def test_the_database_owner_s_login_stays_with_the_postgres_pods(tmp_path: Path) -> None:
-    items = render(tmp_path, "postgres", postgres_mode="kubernetes")
+    items = in_cluster_postgres(tmp_path)
     containers = {container["name"]: container for item in items if item["kind"] in ("StatefulSet", "Job")
                   for container in pod_spec(item)["containers"]}
     assert secrets_read(containers["postgres"]) == {"postgres-credentials"}
@@ -93,8 +93,25 @@ def test_the_pods_dial_and_verify_the_data_services_as_the_postgres_and_redis_ro
                       ("redis-client", [{"key": "ca.crt", "path": "redis/ca.crt"}])], name
 
 
-def test_in_cluster_postgres_publishes_its_service_for_the_pods(tmp_path: Path) -> None:
-    items = render(tmp_path, "postgres", postgres_mode="kubernetes")
+def in_cluster_postgres(tmp_path: Path, **extra: Any) -> list[dict[str, Any]]:
+    """The in-cluster PostgreSQL's objects, the platform CA a file of this test."""
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n")
+    return render(tmp_path, "postgres", postgres_mode="kubernetes", postgres_tls_ca_file=str(ca), **extra)
+
+
+def test_in_cluster_postgres_publishes_its_service_for_the_pods_to_verify(tmp_path: Path) -> None:
+    items = in_cluster_postgres(tmp_path)
     (client,) = [item for item in items
+                 if item["kind"] == "ConfigMap" and item["metadata"]["name"] == "postgres-client"]
+    assert client["data"] == {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "verify-full",
+                              "PGSSLROOTCERT": "/etc/sapphire/tls/postgres/ca.crt",
+                              "ca.crt": (tmp_path / "ca.crt").read_text()}
+    # The init Job dials the Service the same way.
+    (job,) = [item for item in items if item["kind"] == "Job"]
+    (container,) = pod_spec(job)["containers"]
+    assert container["envFrom"] == [{"configMapRef": {"name": "postgres-client"}}]
+    without = in_cluster_postgres(tmp_path, postgres_tls=False)
+    (client,) = [item for item in without
                  if item["kind"] == "ConfigMap" and item["metadata"]["name"] == "postgres-client"]
     assert client["data"] == {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "prefer"}

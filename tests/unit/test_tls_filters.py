@@ -21,12 +21,13 @@ def test_empty_names_and_wildcard_listen_addresses_are_no_names() -> None:
     assert tls.subject_alt_names(["", None, "*", "0.0.0.0", "::", "db.internal"]) == ["DNS:db.internal"]  # noqa: S104
 
 
-def test_a_host_mode_server_with_tls_is_verified_by_name_against_the_platform_ca() -> None:
-    assert tls.postgres_client_tls("host", True, "/var/lib/sapphire/pki/ca.crt") == {
+@pytest.mark.parametrize("mode", ["host", "kubernetes"])
+def test_a_server_with_the_platform_tls_is_verified_by_name_against_the_platform_ca(mode: str) -> None:
+    assert tls.postgres_client_tls(mode, True, "/var/lib/sapphire/pki/ca.crt") == {
         "sslmode": "verify-full", "sslrootcert": "/var/lib/sapphire/pki/ca.crt"}
 
 
-@pytest.mark.parametrize(("mode", "enabled"), [("host", False), ("kubernetes", True), ("kubernetes", False)])
+@pytest.mark.parametrize(("mode", "enabled"), [("host", False), ("kubernetes", False)])
 def test_a_server_without_the_platform_tls_is_reached_as_before(mode: str, enabled: bool) -> None:
     assert tls.postgres_client_tls(mode, enabled, "/ca.crt") == {"sslmode": "prefer", "sslrootcert": ""}
 
@@ -54,12 +55,13 @@ def test_bad_external_settings_are_refused_by_name(sslmode: Any, rootcert: str, 
         tls.postgres_client_tls("external", True, "/ca.crt", sslmode, rootcert)
 
 
-def test_a_host_mode_redis_with_tls_is_verified_against_the_platform_ca() -> None:
-    assert tls.redis_client_tls("host", True, "/var/lib/sapphire/pki/ca.crt") == {
+@pytest.mark.parametrize("mode", ["host", "kubernetes"])
+def test_a_redis_with_the_platform_tls_is_verified_against_the_platform_ca(mode: str) -> None:
+    assert tls.redis_client_tls(mode, True, "/var/lib/sapphire/pki/ca.crt") == {
         "tls": True, "ca_file": "/var/lib/sapphire/pki/ca.crt"}
 
 
-@pytest.mark.parametrize(("mode", "enabled"), [("host", False), ("kubernetes", True), ("kubernetes", False)])
+@pytest.mark.parametrize(("mode", "enabled"), [("host", False), ("kubernetes", False)])
 def test_a_redis_without_the_platform_tls_is_reached_over_plain_tcp(mode: str, enabled: bool) -> None:
     assert tls.redis_client_tls(mode, enabled, "/ca.crt", True, "/managed-ca.pem") == {"tls": False, "ca_file": ""}
 
@@ -110,11 +112,15 @@ def test_pods_reach_a_managed_postgres_that_is_not_verified_by_name_through_the_
     assert result["ca_file"] == "/etc/rds/global-bundle.pem"
 
 
-def test_pods_reach_the_in_cluster_servers_through_their_services_without_a_ca() -> None:
+def test_pods_verify_the_in_cluster_servers_by_their_service_names_or_reach_them_plainly_without_tls() -> None:
     assert tls.pod_data_client("postgres", "kubernetes", tls.postgres_client_tls("kubernetes", True, "/ca.crt"),
                                {"host": "", "port": 5432}) == {
+        "data": {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "verify-full",
+                 "PGSSLROOTCERT": "/etc/sapphire/tls/postgres/ca.crt"}, "ca_file": "/ca.crt"}
+    assert tls.pod_data_client("postgres", "kubernetes", tls.postgres_client_tls("kubernetes", False, "/ca.crt"),
+                               {"host": "", "port": 5432}) == {
         "data": {"POSTGRES_HOST": "postgres", "POSTGRES_PORT": "5432", "PGSSLMODE": "prefer"}, "ca_file": ""}
-    assert tls.pod_data_client("redis", "kubernetes", tls.redis_client_tls("kubernetes", True, "/ca.crt"),
+    assert tls.pod_data_client("redis", "kubernetes", tls.redis_client_tls("kubernetes", False, "/ca.crt"),
                                {"host": "", "port": 6379}) == {
         "data": {"REDIS_HOST": "redis", "REDIS_PORT": "6379", "REDIS_TLS": "false"}, "ca_file": ""}
 
@@ -132,3 +138,9 @@ def test_pods_verify_a_host_mode_redis_by_the_service_name_and_a_managed_one_at_
 def test_an_unknown_data_service_is_refused() -> None:
     with pytest.raises(AnsibleFilterError, match="unknown service 'mysql'"):
         tls.pod_data_client("mysql", "host", {}, {"host": "", "port": 0})
+
+
+def test_a_statefulset_s_pods_are_named_through_their_headless_service() -> None:
+    assert tls.statefulset_names("redis", "redis-headless", "trading-system", 2) == [
+        "redis-0.redis-headless.trading-system.svc", "redis-0.redis-headless.trading-system.svc.cluster.local",
+        "redis-1.redis-headless.trading-system.svc", "redis-1.redis-headless.trading-system.svc.cluster.local"]
