@@ -277,16 +277,28 @@ def wait_json(kubectl: Kubectl, args: list[str], predicate: Callable[[dict[str, 
     raise AssertionError(f"timed out waiting on {' '.join(args)}; last state: {json.dumps(last)[:2000]}")
 
 
-@pytest.mark.cluster
-def test_apply_is_admitted_the_pvc_binds_and_rerun_changes_nothing(
-        tmp_path: Path, scratch: tuple[Any, str, str], playbook_runner: Callable[..., Any]) -> None:
+def deploy_in_cluster(tmp_path: Path, scratch: tuple[Any, str, str],
+                      playbook_runner: Callable[..., Any]) -> tuple[Any, Callable[[], Any]]:
+    """The redis role in kubernetes mode into the scratch namespace of local-primary: the result, and a function that
+    runs it again."""
     kubectl, namespace, priority = scratch
     playbook = tmp_path / "play.yml"
     playbook.write_text(yaml.safe_dump(PLAY))
     inventory = cluster_inventory(tmp_path / "hosts.yml", str(kubectl.clusters.kubeconfigs["local-primary"]),
                                   "local-primary", redis_mode="kubernetes", sapphire_namespace=namespace,
                                   redis_priority_class=priority)
-    result = playbook_runner(str(playbook), inventory)
+
+    def run() -> Any:
+        return playbook_runner(str(playbook), inventory)
+
+    return run(), run
+
+
+@pytest.mark.cluster
+def test_apply_is_admitted_the_pvc_binds_and_rerun_changes_nothing(
+        tmp_path: Path, scratch: tuple[Any, str, str], playbook_runner: Callable[..., Any]) -> None:
+    kubectl, namespace, _ = scratch
+    result, deploy_again = deploy_in_cluster(tmp_path, scratch, playbook_runner)
     assert result.rc == 0, result.explain()
     pod = wait_json(kubectl, ["-n", namespace, "get", "pod", "redis-0"],
                     lambda p: bool(p.get("spec", {}).get("nodeName")))
@@ -300,7 +312,7 @@ def test_apply_is_admitted_the_pvc_binds_and_rerun_changes_nothing(
                                          "-o", "json").stdout)
     assert PASSWORD not in json.dumps(config)
     assert "kubectl.kubernetes.io/last-applied-configuration" not in config["metadata"].get("annotations", {})
-    again = playbook_runner(str(playbook), inventory)
+    again = deploy_again()
     assert again.rc == 0, again.explain()
     assert again.changed == 0, f"second apply changed: {again.changed_tasks()}"
 
@@ -318,13 +330,8 @@ def test_the_instance_the_statefulset_describes_speaks_tls_only_verified_by_the_
 
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
-    kubectl, namespace, priority = scratch
-    playbook = tmp_path / "play.yml"
-    playbook.write_text(yaml.safe_dump(PLAY))
-    inventory = cluster_inventory(tmp_path / "hosts.yml", str(kubectl.clusters.kubeconfigs["local-primary"]),
-                                  "local-primary", redis_mode="kubernetes", sapphire_namespace=namespace,
-                                  redis_priority_class=priority)
-    result = playbook_runner(str(playbook), inventory)
+    kubectl, namespace, _ = scratch
+    result, _ = deploy_in_cluster(tmp_path, scratch, playbook_runner)
     assert result.rc == 0, result.explain()
 
     def read(kind: str, name: str) -> dict[str, Any]:
