@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -235,30 +234,16 @@ def json_or_none(text: str) -> Any:
         return None
 
 
-_METRIC_LINE = re.compile(
-    r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?P<labels>\{.*\})?\s+(?P<value>[-+]?(?:[0-9.]+(?:[eE][-+]?[0-9]+)?|NaN|[+-]?Inf))'
-    r'(?:\s+-?[0-9]+)?$')
-_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-
-
 def parse_prometheus_text(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples by metric name from the Prometheus text exposition format; ValueError if malformed."""
+    """Samples by sample name (a counter's with its _total) from the Prometheus text exposition format, label values
+    unescaped (prometheus_client's parser); ValueError naming the line if malformed."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = _METRIC_LINE.match(line)
-        if not match:
-            raise ValueError(f"line {number} is not a Prometheus sample: {line[:120]!r}")
-        labels: dict[str, str] = {}
-        body = (match.group("labels") or "{}")[1:-1]
-        position = 0
-        while position < len(body):
-            label = _LABEL.match(body, position)
-            if not label:
-                raise ValueError(f"line {number} has malformed labels: {line[:120]!r}")
-            labels[label.group(1)] = label.group(2)
-            position = label.end()
-        samples.setdefault(match.group("name"), []).append((labels, float(match.group("value"))))
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                samples.setdefault(sample.name, []).append((dict(sample.labels), float(sample.value)))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise ValueError(f"not the Prometheus text format: {exc}") from exc
     return samples

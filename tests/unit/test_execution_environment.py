@@ -19,7 +19,7 @@ DEV_TOOLS = {"pytest", "pytest-xdist", "pytest-testinfra", "molecule", "ansible-
 # Import name -> distribution name, for the third-party imports of the content the controller runs.
 DISTRIBUTIONS = {"kubernetes": "kubernetes", "redis": "redis", "psycopg": "psycopg", "botocore": "botocore",
                  "boto3": "boto3", "requests": "requests", "jinja2": "jinja2", "yaml": "ansible-core",
-                 "cryptography": "cryptography"}
+                 "cryptography": "cryptography", "prometheus_client": "prometheus_client"}
 
 
 def pins(path: Path) -> dict[str, str]:

@@ -44,6 +44,15 @@ def test_prometheus_parser_reads_labels_and_rejects_garbage() -> None:
     samples = parse_prometheus_text(text)
     assert samples["portfolio_value"] == [({}, 100000.5)]
     assert samples["http_requests_total"][0][0]["status"] == "200"
-    assert samples["weird"][0][0]["a"] == 'quo\\"te'
-    with pytest.raises(ValueError, match="line 1"):
+    assert samples["weird"][0][0]["a"] == 'quo"te'  # unescaped, as Prometheus reads it
+    assert samples["x_bucket"] == [({"le": "+Inf"}, 1.0)]
+    with pytest.raises(ValueError, match="not the Prometheus text format: invalid metric name"):
         parse_prometheus_text("<html>not metrics</html>")
+    with pytest.raises(ValueError, match="not the Prometheus text format"):
+        parse_prometheus_text('decision_latency_seconds{agent="momentum"} fast\n')
+
+
+def test_prometheus_parser_unescapes_backslashes_and_newlines_in_label_values() -> None:
+    """Label values with an escaped newline and backslash come back as the characters they stand for."""
+    samples = parse_prometheus_text('trades_total{agent="a\\\\b",note="line\\nbreak"} 7\n')
+    assert samples["trades_total"] == [({"agent": "a\\b", "note": "line\nbreak"}, 7.0)]
