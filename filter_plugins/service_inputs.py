@@ -203,6 +203,20 @@ def _postgres_identity_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _postgres_cluster_admin_problems(values: dict[str, Any]) -> list[str]:
+    """Kubernetes mode: the server's bootstrap superuser is a login of its own, so that the owner is none."""
+    problems = []
+    if not _secret_set(values.get("postgres_admin_password"), 8):
+        problems.append("postgres_admin_password must be set (8+ characters) in kubernetes mode: the password of the "
+                        "server's bootstrap superuser (postgres_admin_user, default postgres; the owner postgres_user "
+                        "is no superuser): define vault_postgres_admin_password in the vault file.")
+    admin = values.get("postgres_admin_user")  # empty: postgres, which no platform login may be called
+    if admin and admin in {values.get(name) for name in POSTGRES_USERS}:
+        problems.append(f"postgres_admin_user {admin!r} must not be one of the platform's logins in kubernetes mode "
+                        "(it is the server's superuser; the owner postgres_user is none).")
+    return problems
+
+
 def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints: list[str], tables: list[str],
                             digests_required: Any) -> list[str]:
     """Filter: what is wrong with the postgres role's variables ({name: value}) for this host.
@@ -221,6 +235,7 @@ def postgres_input_problems(values: dict[str, Any], on_cluster: bool, endpoints:
     if on_cluster and mode == "kubernetes":
         problems += _inputs.image_problems(
             {name: values.get(name) for name in ("postgres_image", "postgres_exporter_image")}, digests_required)
+        problems += _postgres_cluster_admin_problems(values)
     retention = values.get("postgres_retention_days")
     if (not isinstance(retention, dict) or any(table not in retention for table in tables)
             or not all(_is_integer(days) and days > 0 for days in retention.values())):

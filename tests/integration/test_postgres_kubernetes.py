@@ -8,6 +8,7 @@ role would provide, and checks the pod is admitted and the PVC binds.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = f"render-{uuid.uuid4().hex}"
 REPLICATION_PASSWORD = f"replica-{uuid.uuid4().hex}"
+ADMIN_PASSWORD = f"admin-{uuid.uuid4().hex}"
 LOGIN_PASSWORDS = {f"postgres_{login}_password": f"{login}-{uuid.uuid4().hex}"
                    for login in ("agent", "coordinator", "monitor")}
 TABLES = ["trades", "agent_decisions", "signals", "liquidations", "whale_transactions"]
@@ -124,7 +126,9 @@ def test_statefulset_carries_seed_sizes_and_platform_contract(objects: list[dict
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == {"postgres": 5432, "metrics": 9187}
     env = {e["name"]: e for e in postgres["env"]}
     assert env["PGDATA"]["value"].startswith("/var/lib/postgresql/data/")
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-credentials", "key": "password"}
+    # The server bootstraps with the administrative login, not the owner's (which the init Job makes, no superuser).
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "postgres-admin-credentials",
+                                                                     "key": "password"}
 
 
 def test_every_pod_meets_pod_security_restricted(objects: list[dict[str, Any]]) -> None:
@@ -228,7 +232,8 @@ def deploy_in_cluster(tmp_path: Path, namespace: str, playbook_runner: Callable[
                                          "roles": [{"role": "postgres"}]}]))
     variables = {"postgres_password": PASSWORD, "postgres_replication_password": REPLICATION_PASSWORD,
                  **LOGIN_PASSWORDS, "sapphire_local_dir": str(tmp_path / "local"),
-                 "postgres_mode": "kubernetes", "sapphire_namespace": namespace, "sapphire_release": "2026.11.0",
+                 "postgres_admin_password": ADMIN_PASSWORD, "postgres_mode": "kubernetes",
+                 "sapphire_namespace": namespace, "sapphire_release": "2026.11.0",
                  "ansible_connection": "local", "ansible_python_interpreter": sys.executable}
 
     def run() -> Any:
@@ -248,7 +253,9 @@ def test_apply_is_admitted_and_the_pvc_binds(tmp_path: Path, scratch_namespace: 
     core, batch = client.CoreV1Api(api), client.BatchV1Api(api)
     first, deploy_again = deploy_in_cluster(tmp_path, namespace, playbook_runner)
     assert first.rc == 0, first.explain()
-    assert PASSWORD not in first.stdout + first.stderr
+    assert PASSWORD not in first.stdout + first.stderr and ADMIN_PASSWORD not in first.stdout + first.stderr
+    admin = core.read_namespaced_secret("postgres-admin-credentials", namespace)
+    assert base64.b64decode(admin.data["username"]) == b"postgres"
 
     deadline = time.monotonic() + 180
     pod = None
@@ -300,8 +307,6 @@ def test_the_server_the_statefulset_describes_is_verified_by_the_service_name_an
     """kwok runs no pod: the StatefulSet's settings, the ConfigMap postgres-hba and the Secret postgres-tls the role
     applied are run here with the distribution's PostgreSQL (the key root-owned and group-readable, as the kubelet
     mounts it with the pod's fsGroup), and a client set up from the ConfigMap postgres-client connects as a pod does."""
-    import base64
-
     import psycopg
     from conftest import PG_BIN, as_postgres, free_port, require_binary, traversable_tmp
     from kubernetes import client
@@ -361,6 +366,55 @@ def test_the_server_the_statefulset_describes_is_verified_by_the_service_name_an
         with psycopg.connect(host="127.0.0.1", port=port, user="sapphire", password=PASSWORD, dbname="postgres",
                              sslmode="disable", connect_timeout=10) as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.mark.servers
+def test_the_init_job_makes_the_owner_a_login_without_superuser_that_owns_the_database_and_schema(
+        objects: list[dict[str, Any]]) -> None:
+    """The init Job's files run as it runs them, here on the distribution's PostgreSQL bootstrapped as the image does
+    (the administrative login postgres owning the database): owner.sql, the schema as the owner (SET ROLE; the
+    host-mode schema stands in for TimescaleDB's, which Debian does not ship), identities.sql; twice, as a Job that
+    runs again would. The owner is no superuser and owns the database and the tables; the agents' login writes."""
+    from conftest import PG_BIN, SCHEMA, as_postgres, free_port, require_binary, traversable_tmp
+
+    require_binary(PG_BIN / "initdb")
+    (init,) = [c for c in by_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith("postgres-init-")]
+    root = traversable_tmp()
+    port = free_port()
+    files = {name: root / name for name in ("owner.sql", "identities.sql")}
+    for name, path in files.items():
+        path.write_text(init["data"][name])
+    (root / "schema.sql").write_text(SCHEMA.read_text())
+    env = {**os.environ, "POSTGRES_OWNER": "sapphire", "POSTGRES_OWNER_PASSWORD": PASSWORD,
+           **{name.upper(): value for name, value in LOGIN_PASSWORDS.items()}}
+
+    def psql(*arguments: str, user: str = "postgres") -> Any:
+        return as_postgres(str(PG_BIN / "psql"), "-h", str(root), "-p", str(port), "-U", user, "-d", "sapphire",
+                           "-v", "ON_ERROR_STOP=1", "-Atq", *arguments, env=env, check=False)
+
+    try:
+        as_postgres(str(PG_BIN / "initdb"), "-D", str(root / "data"), "-U", "postgres", "--auth-local=trust",
+                    "-E", "UTF8", "--locale=C.UTF-8")
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-l", str(root / "postgres.log"), "-w",
+                    "-t", "60", "-o", f"-p {port} -k {root} -c listen_addresses=''", "start")
+        as_postgres(str(PG_BIN / "createdb"), "-h", str(root), "-p", str(port), "-U", "postgres", "sapphire")
+        for _ in range(2):
+            for step in (["-f", str(files["owner.sql"])],
+                         ["-c", 'SET ROLE "sapphire"', "-f", str(root / "schema.sql")],
+                         ["-f", str(files["identities.sql"])]):
+                done = psql(*step)
+                assert done.returncode == 0, f"{step}: {done.stderr}"
+        owner = psql("-c", "SELECT rolsuper, rolcreaterole, rolcreatedb, pg_get_userbyid(d.datdba), "
+                           "(SELECT tableowner FROM pg_tables WHERE tablename = 'trades') "
+                           "FROM pg_roles r, pg_database d WHERE r.rolname = 'sapphire' AND d.datname = 'sapphire'")
+        assert owner.stdout.strip() == "f|f|f|sapphire|sapphire", owner.stderr
+        written = psql("-c", "INSERT INTO trades (timestamp, agent_id, symbol, side, quantity, price) "
+                             "VALUES (now(), 'momentum', 'BTC/USDT', 'buy', 1, 1) RETURNING agent_id",
+                       user="sapphire_agent")
+        assert written.stdout.strip() == "momentum", written.stderr
     finally:
         as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)

@@ -47,15 +47,22 @@ def test_the_database_owner_s_login_stays_with_the_postgres_pods(tmp_path: Path)
     items = in_cluster_postgres(tmp_path)
     containers = {container["name"]: container for item in items if item["kind"] in ("StatefulSet", "Job")
                   for container in pod_spec(item)["containers"]}
-    assert secrets_read(containers["postgres"]) == {"postgres-credentials"}
+    # The server bootstraps with the administrative login; of the owner's Secret it reads the database name only.
+    assert secrets_read(containers["postgres"]) == {"postgres-admin-credentials", "postgres-credentials"}
+    server_env = containers["postgres"]["env"]
+    assert {(variable["name"], variable["valueFrom"]["secretKeyRef"]["key"]) for variable in server_env
+            if variable.get("valueFrom", {}).get("secretKeyRef", {}).get("name") == "postgres-credentials"} == {
+        ("POSTGRES_DB", "database")}
     assert secrets_read(containers["postgres-exporter"]) == {"postgres-monitor-credentials"}
-    # The init Job converges every login, so it reads each one's password (and the owner's to log in).
+    # The init Job makes the owner and converges every login, so it reads each one's password, as the administrator.
     init = containers["schema"]
-    assert secrets_read(init) == {"postgres-credentials", "postgres-agent-credentials",
+    assert secrets_read(init) == {"postgres-admin-credentials", "postgres-credentials", "postgres-agent-credentials",
                                   "postgres-coordinator-credentials", "postgres-monitor-credentials"}
     assert {variable["valueFrom"]["secretKeyRef"]["key"] for variable in init["env"]
-            if variable["valueFrom"]["secretKeyRef"]["name"] != "postgres-credentials"} == {"password"}
-    assert "identities.sql" in " ".join(init["command"])
+            if variable["valueFrom"]["secretKeyRef"]["name"] not in ("postgres-credentials",
+                                                                     "postgres-admin-credentials")} == {"password"}
+    command = " ".join(init["command"])
+    assert command.index("owner.sql") < command.index("schema.sql") < command.index("identities.sql")
     (config,) = [item for item in items if item["kind"] == "ConfigMap"
                  and item["metadata"]["name"].startswith("postgres-init-")]
     assert "render-only" not in json.dumps(config)  # no password in the ConfigMap

@@ -148,7 +148,8 @@ POSTGRES = {"postgres_password": "app-password-1", "postgres_replication_passwor
             "postgres_retention_days": {"trades": 90, "signals": 30}, "postgres_external_host": "",
             "postgres_user": "sapphire", "postgres_replication_user": "replicator",
             "postgres_agent_user": "sapphire_agent",
-            "postgres_coordinator_user": "sapphire_coordinator", "postgres_monitor_user": "sapphire_monitor"}
+            "postgres_coordinator_user": "sapphire_coordinator", "postgres_monitor_user": "sapphire_monitor",
+            "postgres_admin_user": "", "postgres_admin_password": "admin-password-1"}
 TABLES = ["trades", "signals"]
 
 
@@ -186,6 +187,20 @@ def test_each_purpose_needs_a_login_of_its_own(values: dict[str, Any]) -> None:
     assert problem.startswith("postgres_user, postgres_replication_user, postgres_agent_user, "
                               "postgres_coordinator_user, postgres_monitor_user must be 5 different logins "
                               "(one per purpose)")
+
+
+@pytest.mark.parametrize("password", ["", None, "short"])
+def test_in_cluster_postgres_needs_a_bootstrap_superuser_password_of_its_own(password: Any) -> None:
+    """Kubernetes mode: the image's bootstrap superuser is the administrative login, so that the owner is none."""
+    (problem,) = postgres(postgres_admin_password=password)
+    assert problem.startswith("postgres_admin_password must be set (8+ characters) in kubernetes mode")
+    assert postgres(postgres_mode="external", postgres_external_host="db.internal", postgres_admin_password="") == []
+    assert postgres(on_cluster=False, postgres_mode="host", postgres_admin_password="") == []
+
+
+def test_the_bootstrap_superuser_may_not_be_a_platform_login() -> None:
+    (problem,) = postgres(postgres_admin_user="sapphire")
+    assert problem.startswith("postgres_admin_user 'sapphire' must not be one of the platform's logins")
 
 
 @pytest.mark.parametrize("user", ["", None, "Sapphire", "sapphire-agent", "postgres", "pg_monitor", "a;drop", 3])
