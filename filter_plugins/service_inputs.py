@@ -352,6 +352,23 @@ def namespace_settings_problems(namespace: Any, forbidden: list[str], quota: Any
     return problems
 
 
+def port_conflicts(listeners: Any, servers: list[dict[str, Any]], own_pids: list[Any]) -> list[str]:
+    """Filter: a sentence for each server whose port another process listens on.
+
+    listeners: community.general.listen_ports_facts' tcp_listen ({port, pid, name, ...}); servers: {port_var, port}
+    each; own_pids: the pid of the process each server is (its pidfile or its unit's MainPID; empty when it runs not).
+    """
+    problems = []
+    for server, own in zip(servers, own_pids, strict=True):
+        own = str(own or "").strip()
+        others = sorted({f"{listener.get('name')} pid {listener.get('pid')}" for listener in listeners or []
+                         if str(listener.get("port")) == str(server["port"]) and str(listener.get("pid")) != own})
+        if others:
+            problems.append(f"{server['port_var']} {server['port']} is already used by another process "
+                            f"({', '.join(others)}).")
+    return problems
+
+
 class FilterModule:
     """sapphire-ops filters for the data services', monitoring's and the namespace's inputs."""
 
@@ -359,4 +376,5 @@ class FilterModule:
         return {"sapphire_redis_input_problems": redis_input_problems,
                 "sapphire_postgres_input_problems": postgres_input_problems,
                 "sapphire_monitoring_input_problems": monitoring_input_problems,
-                "sapphire_namespace_settings_problems": namespace_settings_problems}
+                "sapphire_namespace_settings_problems": namespace_settings_problems,
+                "sapphire_port_conflicts": port_conflicts}

@@ -248,4 +248,5 @@ def test_a_busy_prometheus_port_is_refused_before_anything_is_written(tmp_path: 
     assert result.rc != 0
     messages = "\n".join(result.failure_messages())
     assert "prometheus_port" in messages and str(busy) in messages, messages
+    assert f"pid {os.getpid()})" in " ".join(messages.split()), messages  # the process that holds it: this test
     assert not (tmp_path / "local").exists(), "directories were created before the port check failed"

@@ -362,6 +362,7 @@ def test_port_in_use_is_rejected_before_writing(pair: Pair) -> None:
     assert result.rc != 0
     messages = "\n".join(result.failure_messages())
     assert "postgres_port" in messages and str(port) in messages, messages
+    assert f"pid {os.getpid()})" in " ".join(messages.split()), messages  # the process that holds it: this test
     assert not pair.base("pg-busy").exists(), "the role wrote before rejecting the port"
 
 

@@ -201,6 +201,31 @@ def test_clients_and_replication_speak_tls_verified_against_the_platform_ca(conv
     assert converged.client("redis-test-replica").info("replication")["master_link_status"] == "up"
 
 
+def test_validate_reads_the_served_certificate_and_warns_within_the_renewal_window(converged: Pair) -> None:
+    """sapphire_redis_info's redis_certificate: ok for a certificate of a year, warn once its end is within the
+    window (a window longer than the certificate here), each saying when it ends."""
+    from conftest import load_library_module
+
+    redis_info = load_library_module("sapphire_redis_info")  # puts the repository's module_utils on the path
+    from ansible.module_utils.sapphire_connections import redis_client
+    params = {"redis_host": "127.0.0.1", "redis_port": converged.ports["redis-test-primary"],
+              "redis_password": converged.password, "redis_username": None, "redis_db": 0, "redis_tls": True,
+              "redis_tls_ca_path": converged.ca_file, "redis_tls_verify": True, "connect_timeout": 5.0,
+              "expected_role": "primary", "min_replicas": 0, "max_replication_lag_bytes": 1048576,
+              "max_replication_lag_seconds": 30.0, "memory_warn_percent": 80.0, "memory_fail_percent": 90.0,
+              "expected_eviction_policy": None, "require_aof": False}
+
+    def certificate_check(warn_days: int) -> dict[str, Any]:
+        result = redis_info.collect({**params, "certificate_warn_days": warn_days}, redis_client)
+        (check,) = [check for check in result["checks"] if check["name"] == "redis_certificate"]
+        return check
+
+    fresh, due = certificate_check(30), certificate_check(1000)
+    assert fresh["status"] == "ok" and due["status"] == "warn", (fresh, due)
+    end = served_certificate_end(converged.ports["redis-test-primary"]).strftime("%Y-%m-%d")
+    assert end in fresh["msg"] and end in due["msg"], (fresh, due)
+
+
 def handshake(port: int, ca_file: str, server_name: str) -> None:
     """A TLS handshake with the instance on 127.0.0.1 that verifies its certificate for `server_name`, as a pod that
     dials that name does."""

@@ -364,3 +364,21 @@ def test_a_redis_of_our_own_with_tls_needs_the_ca_file_its_clients_verify_agains
     (problem,) = redis(on_cluster=False, on_redis_host=True, **host, redis_tls_ca_file="")
     assert problem.startswith("redis_tls is on: set redis_tls_ca_file")
     assert redis(on_cluster=False, on_redis_host=True, redis_mode="host", redis_tls=False, redis_tls_ca_file="") == []
+
+
+LISTENERS = [{"port": 9090, "pid": 4100, "name": "prometheus", "address": "127.0.0.1", "protocol": "tcp"},
+             {"port": 9093, "pid": 5200, "name": "nc", "address": "10.0.0.4", "protocol": "tcp"},
+             {"port": 9093, "pid": 5201, "name": "nc", "address": "::", "protocol": "tcp"}]
+SERVERS = [{"port_var": "prometheus_port", "port": 9090}, {"port_var": "alertmanager_port", "port": "9093"}]
+
+
+def test_a_port_held_by_the_server_itself_or_by_nothing_is_no_conflict() -> None:
+    assert inputs.port_conflicts(LISTENERS[:1], SERVERS, ["4100\n", ""]) == []
+    assert inputs.port_conflicts([], SERVERS, ["", ""]) == []
+
+
+def test_a_port_another_process_holds_is_named_with_that_process() -> None:
+    assert inputs.port_conflicts(LISTENERS, SERVERS, ["4100", "4100"]) == [
+        "alertmanager_port 9093 is already used by another process (nc pid 5200, nc pid 5201)."]
+    assert inputs.port_conflicts(LISTENERS, SERVERS[:1], [""]) == [
+        "prometheus_port 9090 is already used by another process (prometheus pid 4100)."]
