@@ -317,10 +317,23 @@ def test_confirmed_live_postgres_point_in_time_restore_replays_the_wal_and_resee
     old data directory is kept, a standby seeded from it stays a standby (the restore's recovery target is not copied
     to it), and it follows the restored primary."""
     wanted, _, target = commits_around_a_time(servers, "before-the-target", "after-the-target")
+    # The agent's positions in Redis count every trade, the one after the target time too (as a live writer's would).
+    with servers.app("pg-primary") as conn:
+        net, since, as_of = conn.execute(
+            "SELECT sum(quantity)::float8, min(timestamp), max(timestamp) FROM trades WHERE agent_id = 'momentum' "
+            "AND symbol = 'BTCUSDT' AND side = 'buy'").fetchone()
+    servers.redis("redis-primary").hset("sapphire:positions:momentum", mapping={
+        "BTCUSDT": f"{net:g}", "_since": since.isoformat(), "_as_of": as_of.isoformat()})
     result = servers.run("restore.yml", extra_vars={"restore_target": "live", "confirm": "test",
                                                     "restore_target_time": target.isoformat(),
                                                     "restore_components": ["postgres"]})
     assert result.rc == 0, result.explain()
+    # PostgreSQL alone went back in time: the reconciliation names the agent and the symbol whose trade is gone.
+    (positions,) = [item for item in debug_messages(result, "Show what was restored and verified")
+                    if item.get("component") == "positions"]
+    assert positions["status"] == "mismatch", positions
+    assert positions["mismatches"] == [{"agent": "momentum", "symbol": "BTCUSDT", "redis": net, "trades": net - 1}]
+    assert "agent momentum" in positions["detail"] and "BTCUSDT" in positions["detail"], positions
     with servers.app("pg-primary") as conn:
         assert conn.execute("SELECT count(*) FROM trades").fetchone()[0] == wanted, \
             "the live server must hold what was committed before the target time, not the later trade"

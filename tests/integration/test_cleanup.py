@@ -29,7 +29,9 @@ LABELS = {"app.kubernetes.io/managed-by": "sapphire-ops", "app.kubernetes.io/par
 
 
 def platform_vars(namespace: str, **extra: Any) -> dict[str, Any]:
-    return {"sapphire_namespace": namespace, "workload_enabled": False, "trading_agents": AGENTS,
+    # Not a test of the trading-aware gate (test_trading_gate.py): the throw-away namespace trades nothing.
+    return {"sapphire_namespace": namespace, "workload_enabled": False, "agents_gate_enabled": False,
+            "trading_agents": AGENTS,
             "coordinator_min_replicas": 1, "agents_coordinator_min_replicas": 1, **extra}
 
 

@@ -338,3 +338,35 @@ def test_positions_agree_while_the_workload_trades_and_a_drifted_one_is_named(pl
     finally:
         client.hincrbyfloat(key, symbol, -0.5)
     assert run_positions(pg, redis_server)["healthy"] is True
+
+
+def test_the_gate_values_the_workloads_open_positions_at_the_newest_traded_prices(platform: dict[str, Any]) -> None:
+    """sapphire_trading_gate against the stores the workload trades on: the gross notional is every open position at
+    its symbol's newest price in trades; a threshold below it refuses naming the largest agent, one above allows."""
+    from ansible.module_utils.sapphire_connections import postgres_connect, redis_client
+    from ansible.module_utils.sapphire_gate import gate_collect
+
+    redis_server, pg = platform["redis"], platform["postgres"]
+    client = redis_server.client()
+    wait_for(lambda: len(list(client.scan_iter(match="sapphire:positions:*"))) > 0, 30, "the workload keeps positions")
+    params = {**pg_params(pg), **redis_params(redis_server), "key_prefix": "sapphire", "operation": "release 2",
+              "market_hours": [], "override_reason": ""}
+    result = gate_collect({**params, "max_open_notional": 1e15}, redis_client, postgres_connect)
+    exposure = result["exposure"]
+    assert result["allowed"] and exposure["measured"] and exposure["total"] > 0, result
+
+    # A position of our own at a price of our own: valued exactly (|-2| * 150), beside the workload's.
+    with pg.connect() as conn:
+        conn.execute("INSERT INTO trades (timestamp, symbol, agent_id, side, quantity, price, pnl, order_id) "
+                     "VALUES (now(), 'GATE/USDT', 'gate-probe', 'sell', 2, 150, 0, 'gate-probe')")
+    client.hset("sapphire:positions:gate-probe", mapping={"GATE/USDT": "-2", "_since": "t", "_as_of": "t"})
+    try:
+        probed = gate_collect({**params, "max_open_notional": 1e15}, redis_client, postgres_connect)["exposure"]
+        assert probed["by_agent"]["gate-probe"] == 300.0, probed
+        refused = gate_collect({**params, "max_open_notional": 1.0}, redis_client, postgres_connect)
+        assert not refused["allowed"] and not refused["overridden"]
+        assert "above the 1.00 USD threshold (largest: " in refused["msg"], refused["msg"]
+    finally:
+        client.delete("sapphire:positions:gate-probe")
+        with pg.connect() as conn:
+            conn.execute("DELETE FROM trades WHERE agent_id = 'gate-probe'")

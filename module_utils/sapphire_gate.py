@@ -1,0 +1,195 @@
+# -*- coding: utf-8 -*-
+# Copyright: sapphire-ops contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The trading-aware gate of risky operations (a release, a planned failover, a resume, a cleanup that deletes).
+
+An operation is refused while the agents' open positions are worth more than a threshold, or inside a configured
+market-hours window, unless an override gives a reason. Open positions that cannot be valued (a store unreachable,
+a symbol without a price) refuse too: the gate fails closed.
+
+`exposure_collect` reads the positions (Redis, the hashes sapphire_positions_info reconciles) and the last traded
+price of each symbol (PostgreSQL); `market_window` and `gate_decide` are pure, so the unit tests drive them with any
+clock.
+"""
+
+from __future__ import annotations
+
+import datetime
+import re
+from collections.abc import Callable
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ansible.module_utils.sapphire_connections import (
+    describe_postgres_error,
+    describe_redis_error,
+    postgres_endpoint,
+    redis_endpoint,
+)
+from ansible.module_utils.sapphire_trading import KEY_PREFIX_SPEC, parse_positions, positions_key
+
+GATE_SPEC: dict[str, dict[str, Any]] = {
+    "operation": {"type": "str", "required": True},
+    "max_open_notional": {"type": "float", "required": True},
+    "market_hours": {"type": "list", "elements": "dict", "default": []},
+    "override_reason": {"type": "str", "default": ""},
+    **KEY_PREFIX_SPEC,
+}
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+# The newest traded price of each symbol: one index probe per symbol (trades has (symbol, timestamp DESC)).
+Q_PRICES = """
+SELECT s.symbol, t.price::float8
+FROM unnest(%s::text[]) AS s(symbol)
+LEFT JOIN LATERAL (SELECT price FROM trades WHERE trades.symbol = s.symbol ORDER BY timestamp DESC LIMIT 1) t ON true
+"""
+
+
+def parse_market_hours(windows: list[dict[str, Any]] | None, option: str = "market_hours") -> list[dict[str, Any]]:
+    """The windows as {days, start, end, timezone} with minutes since midnight; ValueError naming the bad field.
+
+    A window is {days: [mon, ...], start: "HH:MM", end: "HH:MM", timezone: "America/New_York"} (timezone default
+    UTC, days default every day). An end before the start runs overnight into the next day."""
+    parsed = []
+    for index, window in enumerate(windows or []):
+        where = f"{option}[{index}]"
+        if not isinstance(window, dict):
+            raise ValueError(f"{where} must be a dict with days, start, end and timezone, got {window!r}")
+        unknown = sorted(set(window) - {"days", "start", "end", "timezone"})
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)} (days, start, end, timezone)")
+        days = window.get("days", list(DAYS))
+        if isinstance(days, str) or not isinstance(days, list) or not days \
+                or any(str(day).lower() not in DAYS for day in days):
+            raise ValueError(f"{where}.days must be a list of {', '.join(DAYS)}, got {days!r}")
+        bounds = []
+        for key in ("start", "end"):
+            match = CLOCK.match(str(window.get(key, "")))
+            if not match:
+                raise ValueError(f"{where}.{key} must be a time HH:MM (24 h), got {window.get(key)!r}")
+            bounds.append(int(match.group(1)) * 60 + int(match.group(2)))
+        if bounds[0] == bounds[1]:
+            raise ValueError(f"{where}: start and end are both {window['start']}; a window must have a length")
+        zone = str(window.get("timezone", "UTC"))
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{where}.timezone {zone!r} is not a known time zone (e.g. UTC, America/New_York)") \
+                from exc
+        days = [str(day).lower() for day in days]
+        named = "every day" if set(days) == set(DAYS) else "/".join(days)
+        parsed.append({"days": days, "start": bounds[0], "end": bounds[1], "timezone": zone,
+                       "text": f"{named} {window['start']}-{window['end']} {zone}"})
+    return parsed
+
+
+def market_window(windows: list[dict[str, Any]], now: datetime.datetime) -> str:
+    """The text of the parsed window `now` (aware) falls in, or ''. An overnight window belongs to its start day."""
+    for window in windows:
+        local = now.astimezone(ZoneInfo(window["timezone"]))
+        minute = local.hour * 60 + local.minute
+        today, yesterday = DAYS[local.weekday()], DAYS[(local.weekday() - 1) % 7]
+        if window["start"] < window["end"]:
+            inside = today in window["days"] and window["start"] <= minute < window["end"]
+        else:
+            inside = (today in window["days"] and minute >= window["start"]) or \
+                     (yesterday in window["days"] and minute < window["end"])
+        if inside:
+            return window["text"]
+    return ""
+
+
+def where(endpoint: str, text: str) -> str:
+    """A store's error that names the store."""
+    return text if endpoint in text else f"{endpoint}: {text}"
+
+
+def exposure_collect(params: dict[str, Any], connect_redis: Callable[[dict[str, Any]], Any],
+                     connect_pg: Callable[[dict[str, Any]], Any]) -> dict[str, Any]:
+    """{measured, error, total, by_agent, unpriced}: the gross notional (USD) of the agents' open positions, each
+    valued at its symbol's newest traded price."""
+    result: dict[str, Any] = {"measured": False, "error": "", "total": None, "by_agent": {}, "unpriced": []}
+    prefix = params["key_prefix"]
+    if not params.get("redis_host") or not params.get("postgres_host"):
+        result["error"] = ("no live primary Redis and PostgreSQL the controller can reach (host or external mode) "
+                           "to read the positions from")
+        return result
+    try:
+        client = connect_redis(params)
+        keys = sorted(client.scan_iter(match=positions_key(prefix, "*"), count=1000))
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.hgetall(key)
+        kept = dict(zip((key[len(positions_key(prefix, "")):] for key in keys), pipe.execute(), strict=True))
+    except Exception as exc:  # an unreachable Redis leaves the positions unknown: the gate refuses
+        result["error"] = where(redis_endpoint(params), describe_redis_error(exc, params))
+        return result
+    held = {}
+    for agent, data in kept.items():
+        quantities, bad = parse_positions(data)
+        if bad:
+            result["error"] = f"{positions_key(prefix, agent)} holds field(s) that are no number: {', '.join(bad)}"
+            return result
+        held[agent] = {symbol: qty for symbol, qty in quantities.items() if qty}
+    symbols = sorted({symbol for positions in held.values() for symbol in positions})
+    prices: dict[str, float | None] = {}
+    if symbols:
+        try:
+            conn = connect_pg(params)
+            try:
+                prices = {str(symbol): price for symbol, price in conn.execute(Q_PRICES, (symbols,)).fetchall()}
+            finally:
+                conn.close()
+        except Exception as exc:  # an unreachable database leaves the positions unvalued: the gate refuses
+            result["error"] = where(postgres_endpoint(params), describe_postgres_error(exc, params))
+            return result
+    result["unpriced"] = [symbol for symbol in symbols if prices.get(symbol) is None]
+    result["by_agent"] = {agent: round(sum(abs(qty) * (prices.get(symbol) or 0.0) for symbol, qty in open_.items()), 2)
+                          for agent, open_ in held.items() if open_}
+    result["total"] = round(sum(result["by_agent"].values()), 2)
+    result["measured"] = not result["unpriced"]
+    if result["unpriced"]:
+        result["error"] = f"no traded price for {', '.join(result['unpriced'])} in the trades table to value them at"
+    return result
+
+
+def gate_decide(operation: str, exposure: dict[str, Any], window: str, max_open_notional: float,
+                override_reason: str) -> dict[str, Any]:
+    """{allowed, overridden, refusals, msg}: why `operation` may not run now, and whether an override lets it."""
+    refusals = []
+    if not exposure["measured"]:
+        refusals.append(f"the open positions could not be valued ({exposure['error']})")
+    elif exposure["total"] > max_open_notional:
+        largest = sorted(exposure["by_agent"].items(), key=lambda item: (-item[1], item[0]))[:3]
+        refusals.append(f"open positions are worth {exposure['total']:,.2f} USD, above the "
+                        f"{max_open_notional:,.2f} USD threshold (largest: "
+                        + ", ".join(f"{agent} {value:,.2f}" for agent, value in largest) + ")")
+    if window:
+        refusals.append(f"it is inside the market hours {window}")
+    reason = (override_reason or "").strip()
+    overridden = bool(refusals) and bool(reason)
+    if not refusals:
+        msg = (f"{operation}: allowed; open positions {exposure['total']:,.2f} USD (threshold "
+               f"{max_open_notional:,.2f}), outside market hours")
+    elif overridden:
+        msg = f"{operation}: allowed by override ({reason}) although " + "; ".join(refusals)
+    else:
+        msg = f"{operation}: refused because " + "; ".join(refusals)
+    return {"allowed": not refusals or overridden, "overridden": overridden, "refusals": refusals,
+            "reason": reason if overridden else "", "msg": msg}
+
+
+def gate_collect(params: dict[str, Any], connect_redis: Callable[[dict[str, Any]], Any],
+                 connect_pg: Callable[[dict[str, Any]], Any],
+                 now: Callable[[], datetime.datetime] = lambda: datetime.datetime.now(datetime.timezone.utc),  # noqa: UP017
+                 ) -> dict[str, Any]:
+    """The module's result: the exposure, the market window and the decision."""
+    windows = parse_market_hours(params["market_hours"])
+    if params["max_open_notional"] < 0:
+        raise ValueError(f"argument 'max_open_notional' must be zero or more, got {params['max_open_notional']}")
+    exposure = exposure_collect(params, connect_redis, connect_pg)
+    window = market_window(windows, now())
+    decision = gate_decide(params["operation"], exposure, window, params["max_open_notional"],
+                           params["override_reason"])
+    return {"changed": False, "operation": params["operation"], "exposure": exposure, "market_window": window,
+            **decision}
