@@ -54,6 +54,16 @@ def healthy(port: int) -> bool:
         return False
 
 
+def metrics(port: int) -> str:
+    return requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+
+
+def failed_decisions(port: int) -> float:
+    """sapphire_agent_errors_total of release 2026.11.0, summed over its agents."""
+    return sum(float(line.rsplit(" ", 1)[1]) for line in metrics(port).splitlines()
+               if line.startswith("sapphire_agent_errors_total{") and 'release="2026.11.0"' in line)
+
+
 def test_a_running_workload_is_recognised_and_a_dead_or_changed_one_converged_again(
         tmp_path: Path, throwaway_redis: RedisServer, throwaway_postgres: PostgresServer) -> None:
     port = free_port()
@@ -90,5 +100,12 @@ def test_a_running_workload_is_recognised_and_a_dead_or_changed_one_converged_ag
         assert changed.task_results(RUN)["it-primary"]["changed"], "the workload reads the ensemble when it starts"
         assert (state / "workload.pid").read_text() != before
         wait_for(lambda: healthy(port), 30, "the restarted workload")
+
+        # Told that its release misbehaves, it is restarted and its metrics say so for that release.
+        bad = run(trading_agents=fewer, workload_misbehave={"release": "2026.11.0", "error_rate": 1.0,
+                                                            "stale_heartbeats": True})
+        assert bad.task_results(RUN)["it-primary"]["changed"]
+        wait_for(lambda: failed_decisions(port) > 0, 30, "failed decisions of release 2026.11.0")
+        assert "sapphire_agent_last_heartbeat_timestamp_seconds{" not in metrics(port)
     finally:
         run_playbook(PLAYBOOK, hosts, extra_vars={"workload_state": "stopped"})

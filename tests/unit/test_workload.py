@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,12 @@ from sapphire_workload.writer import (
     PNL_BAND,
     STALE_EPOCH_REFUSALS,
     Agent,
+    Misbehaviour,
     StaleEpoch,
     WriterState,
     load_agents,
     next_pnl,
+    parse_misbehaviour,
     write_round,
 )
 
@@ -379,3 +382,60 @@ def test_a_refused_round_or_one_without_postgres_keeps_no_positions() -> None:
         run_round(redis, FakePostgres(epoch=3, locked_epoch=2), epoch=3)
     run_round(redis, None, epoch=3)
     assert not any(key.startswith("sapphire:positions:") for key in redis.hashes)
+
+
+def per_release_round(misbehave: Misbehaviour | None, rounds: int = 40) -> tuple[FakeRedis, FakePostgres, Registry]:
+    """Rounds of a canary: momentum's stable instances at r1 (the workload's release), its canary at r2."""
+    redis, pg, state, metrics = FakeRedis(epoch="1"), FakePostgres(epoch=1), WriterState(), Registry()
+    agents = [Agent(name="momentum", strategy="momentum", tier="standard", replicas=2),
+              Agent(name="momentum-canary", strategy="momentum", tier="standard", replicas=1, release="r2")]
+    for index in range(rounds):
+        write_round(redis, pg, agents, ["BTC/USDT", "ETH/USDT"], "r1", random.SystemRandom(), state, metrics,
+                    now=1_700_000_000.0 + index, epoch=1, misbehave=misbehave)
+    return redis, pg, metrics
+
+
+def series(metrics: Registry, name: str) -> dict[str, float]:
+    """release -> value of a metric's series."""
+    return {labels["release"]: value for labels, value in parse_prometheus_text(metrics.render()).get(name, [])}
+
+
+def test_each_instance_reports_as_its_release_and_a_healthy_release_never_errs() -> None:
+    redis, _, metrics = per_release_round(None)
+    assert series(metrics, "sapphire_agent_decisions_total") == {"r1": 40, "r2": 40}
+    assert series(metrics, "sapphire_agent_errors_total") == {"r1": 0, "r2": 0}
+    assert set(series(metrics, "sapphire_agent_last_heartbeat_timestamp_seconds")) == {"r1", "r2"}
+    assert redis.hashes["sapphire:agent:momentum-canary:heartbeat"]["version"] == "r2"
+    assert redis.hashes["sapphire:agent:momentum:heartbeat"]["version"] == "r1"
+    assert series(metrics, "sapphire_decision_latency_seconds_count") == {"r1": 40, "r2": 40}
+    pnl = series(metrics, "sapphire_agent_realized_pnl_usd")
+    assert set(pnl) == {"r1", "r2"} and all(abs(value) <= 40 * 2 * MAX_TRADE_PNL for value in pnl.values())
+
+
+def test_the_misbehaving_release_errs_goes_silent_loses_and_slows_and_only_it() -> None:
+    bad = Misbehaviour(release="r2", error_rate=1.0, stale_heartbeats=True, loss_per_trade=25.0, latency_seconds=3.0)
+    redis, pg, metrics = per_release_round(bad)
+    assert series(metrics, "sapphire_agent_errors_total") == {"r1": 0, "r2": 40}
+    assert set(series(metrics, "sapphire_agent_last_heartbeat_timestamp_seconds")) == {"r1"}
+    assert "sapphire:agent:momentum-canary:heartbeat" not in redis.hashes
+    pnl = series(metrics, "sapphire_agent_realized_pnl_usd")
+    assert pnl["r2"] <= -25.0 * 20 and pnl["r1"] > -40 * 2 * MAX_TRADE_PNL, pnl
+    assert {trade[6] for trade in pg.trades if trade[2] == "momentum-canary"} <= {-25.0}
+    buckets = parse_prometheus_text(metrics.render())["sapphire_decision_latency_seconds_bucket"]
+    fast = {labels["release"]: value for labels, value in buckets if labels["le"] == "2.5"}
+    assert fast == {"r1": 40, "r2": 0}, "every r2 decision took over 3 s, none of r1's"
+
+
+@pytest.mark.parametrize(("value", "said"), [
+    ({"error_rate": 0.5}, "release must name the release"),
+    ({"release": "r2", "error_rate": 1.5}, "error_rate must be a number from 0 to 1"),
+    ({"release": "r2", "loss_per_trade": -1}, "loss_per_trade must be a number >= 0"),
+    ({"release": "r2", "stale_heartbeats": "yes"}, "stale_heartbeats must be true or false"),
+    ({"release": "r2", "errors": 1}, "unknown field(s) errors"),
+    (["r2"], "must be a JSON object"),
+])
+def test_a_bad_misbehaviour_is_refused_naming_the_field(value: Any, said: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        parse_misbehaviour(value)
+    with pytest.raises(SystemExit):
+        parse_args(["--agents=/dev/null", f"--misbehave={json.dumps(value)}"])

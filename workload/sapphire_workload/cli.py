@@ -21,7 +21,14 @@ import redis
 
 from sapphire_workload import __version__
 from sapphire_workload.metrics import Registry
-from sapphire_workload.writer import STALE_EPOCH_REFUSALS, StaleEpoch, WriterState, load_agents, write_round
+from sapphire_workload.writer import (
+    STALE_EPOCH_REFUSALS,
+    StaleEpoch,
+    WriterState,
+    load_agents,
+    parse_misbehaviour,
+    write_round,
+)
 
 LOG = logging.getLogger("sapphire_workload")
 DEFAULT_SYMBOLS = "BTC/USDT,ETH/USDT,SOL/USDT"
@@ -82,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--symbols", default=DEFAULT_SYMBOLS, help="comma-separated symbols (%(default)s)")
     parser.add_argument("--fault-file", type=Path, help="JSON file read on every /health request, e.g. "
                         '{"health_status": 500}')
+    parser.add_argument("--misbehave", default=os.environ.get("SAPPHIRE_MISBEHAVE", ""),
+                        help='JSON: what the instances of one release do wrong, e.g. {"release": "2026.12.2", '
+                        '"error_rate": 0.5, "stale_heartbeats": true, "loss_per_trade": 50, "latency_seconds": 0.5} '
+                        "(default: $SAPPHIRE_MISBEHAVE or nobody misbehaves)")
     parser.add_argument("--once", action="store_true", help="write one round and exit (no HTTP server)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -92,6 +103,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--interval must be greater than zero, got {args.interval}")
     if urlsplit(args.redis_url).password:
         parser.error("--redis-url must not contain a password; set SAPPHIRE_REDIS_PASSWORD instead")
+    try:
+        args.misbehave = parse_misbehaviour(json.loads(args.misbehave) if args.misbehave.strip() else None)
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        parser.error(f"--misbehave: {exc}")
     return args
 
 
@@ -121,7 +136,14 @@ class Workload:
         self.metrics.describe("sapphire_portfolio_day_open_value_usd", "gauge", "Portfolio value at 00:00 UTC")
         self.metrics.describe("sapphire_realized_pnl_1h_usd", "gauge", "Realized P&L of the last hour (USD)")
         self.metrics.describe("sapphire_signals_total", "counter", "Signals by agent, symbol and signal")
-        self.metrics.describe("sapphire_agent_last_heartbeat_timestamp_seconds", "gauge", "Last agent heartbeat")
+        self.metrics.describe("sapphire_agent_last_heartbeat_timestamp_seconds", "gauge",
+                              "Last agent heartbeat, by agent, tier and release")
+        self.metrics.describe("sapphire_agent_decisions_total", "counter", "Decisions by agent, tier and release")
+        self.metrics.describe("sapphire_agent_errors_total", "counter", "Failed decisions by agent, tier and release")
+        self.metrics.describe("sapphire_decision_latency_seconds", "histogram",
+                              "Decision latency by agent, tier and release")
+        self.metrics.describe("sapphire_agent_realized_pnl_usd", "gauge",
+                              "Realized P&L in USD since the workload started, by agent, tier and release (may fall)")
         self.metrics.describe("sapphire_circuit_breaker_state", "gauge", "Breaker (0 closed, 1 half-open, 2 open)")
         self.metrics.describe("http_requests_total", "counter", "HTTP requests by handler and code")
         self.metrics.describe("http_request_duration_seconds", "histogram", "HTTP request latency")
@@ -151,7 +173,7 @@ class Workload:
         client = self.redis()
         try:
             write_round(client, self.pg(), self.agents, self.symbols, self.args.release, self.rng, self.state,
-                        self.metrics, epoch=self.args.epoch)
+                        self.metrics, epoch=self.args.epoch, misbehave=self.args.misbehave)
             self.metrics.inc("workload_rounds_total")
             self.metrics.set("workload_last_round_timestamp_seconds", self.state.last_round_ts)
             self.export_backups(client)

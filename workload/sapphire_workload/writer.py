@@ -42,6 +42,51 @@ class Agent:
     strategy: str
     tier: str
     replicas: int
+    release: str = ""  # the release these instances run; empty: the workload's --release
+
+
+@dataclass
+class Misbehaviour:
+    """What the instances of one release do wrong, so a release analysis has something real to catch."""
+
+    release: str
+    error_rate: float = 0.0  # the share of decisions that fail (sapphire_agent_errors_total)
+    stale_heartbeats: bool = False  # no heartbeat, in Redis or in the metrics
+    loss_per_trade: float = 0.0  # USD each of its trades loses (beyond the P&L band of a healthy release)
+    latency_seconds: float = 0.0  # added to each decision's latency
+
+
+MISBEHAVIOUR_FIELDS = {"release": str, "error_rate": float, "stale_heartbeats": bool, "loss_per_trade": float,
+                       "latency_seconds": float}
+DECISION_LATENCY = (0.002, 0.02)  # seconds, a healthy decision
+
+
+def parse_misbehaviour(data: Any) -> Misbehaviour | None:
+    """--misbehave's JSON object ({} or null: nobody misbehaves); ValueError names the bad field."""
+    if not data:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"must be a JSON object {{release, error_rate, stale_heartbeats, loss_per_trade, "
+                         f"latency_seconds}}, got {data!r}")
+    unknown = sorted(set(data) - set(MISBEHAVIOUR_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(MISBEHAVIOUR_FIELDS)}")
+    if not isinstance(data.get("release"), str) or not data["release"]:
+        raise ValueError("release must name the release that misbehaves")
+    values: dict[str, Any] = {"release": data["release"]}
+    for name, kind in MISBEHAVIOUR_FIELDS.items():
+        if name == "release" or name not in data:
+            continue
+        value = data[name]
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} must be true or false, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, int | float) or value < 0 \
+                or (name == "error_rate" and value > 1):
+            raise ValueError(f"{name} must be a number {'from 0 to 1' if name == 'error_rate' else '>= 0'}, "
+                             f"got {value!r}")
+        values[name] = kind(value)
+    return Misbehaviour(**values)
 
 
 @dataclass
@@ -64,7 +109,8 @@ def load_agents(data: Any) -> list[Agent]:
         if not isinstance(item, dict) or not item.get("name"):
             raise ValueError(f"agents[{index}] has no name")
         agents.append(Agent(name=str(item["name"]), strategy=str(item.get("strategy", item["name"])),
-                            tier=str(item.get("tier", "standard")), replicas=int(item.get("replicas", 1))))
+                            tier=str(item.get("tier", "standard")), replicas=int(item.get("replicas", 1)),
+                            release=str(item.get("release") or "")))
     return agents
 
 
@@ -149,20 +195,30 @@ def keep_positions(redis_client: Any, trades: list[tuple[Any, ...]], as_of: str)
 
 def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: list[str], release: str,
                 rng: random.Random, state: WriterState, metrics: Registry, now: float | None = None,
-                epoch: int = 0) -> None:
+                epoch: int = 0, misbehave: Misbehaviour | None = None) -> None:
     """Write one round; raises on a connection error (the caller reconnects).
 
     Raises StaleEpoch, writing nothing, when a store's epoch is older than `epoch` (the epoch fence).
+    Every agent's instances report as their release (metrics labelled agent, tier, release); the instances of
+    `misbehave.release` fail decisions, go silent, lose money or decide slowly as it says.
     """
     now = time.time() if now is None else now
     was_fenced = state.fenced
     state.fenced = False
     check_epoch(redis_client, pg_conn, epoch, state, metrics)
     active = [agent for agent in agents if agent.replicas > 0]
+
+    def bad(agent: Agent) -> Misbehaviour | None:
+        return misbehave if misbehave and (agent.release or release) == misbehave.release else None
+
+    def labels(agent: Agent) -> dict[str, str]:
+        return {"agent": agent.name, "tier": agent.tier, "release": agent.release or release}
+
     pipe = redis_client.pipeline(transaction=False)
     for agent in active:
-        pipe.hset(f"sapphire:agent:{agent.name}:heartbeat",
-                  mapping={"ts": f"{now:.3f}", "status": "running", "tier": agent.tier, "version": release})
+        if not (bad(agent) and bad(agent).stale_heartbeats):
+            pipe.hset(f"sapphire:agent:{agent.name}:heartbeat", mapping={
+                "ts": f"{now:.3f}", "status": "running", "tier": agent.tier, "version": agent.release or release})
     for name in BREAKERS:
         pipe.hsetnx(f"sapphire:circuit:{name}", "state", "closed")
         pipe.hsetnx(f"sapphire:circuit:{name}", "since", f"{now:.3f}")
@@ -174,8 +230,10 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
     round_pnl = 0.0
     for index, symbol in enumerate(symbols if active else []):
         agent = active[(state.rounds + index) % len(active)]
-        pnl = next_pnl(rng, state.session_pnl + round_pnl)
+        pnl = -round(bad(agent).loss_per_trade, 4) if bad(agent) and bad(agent).loss_per_trade \
+            else next_pnl(rng, state.session_pnl + round_pnl)
         round_pnl += pnl
+        metrics.inc("sapphire_agent_realized_pnl_usd", pnl, labels=labels(agent))
         price = round(rng.uniform(10, 60000), 4)
         trades.append((symbol, agent.name, rng.choice(("buy", "sell")), round(rng.uniform(0.001, 1), 6), price, pnl,
                        f"syn-{int(now * 1000)}-{index}"))
@@ -187,6 +245,12 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
     for agent in active:
         decisions.append((agent.name, rng.choice(symbols), rng.choice(DECISIONS), round(rng.uniform(0.5, 1), 3),
                           f"synthetic {agent.strategy} decision"))
+        metrics.inc("sapphire_agent_decisions_total", labels=labels(agent))
+        metrics.inc("sapphire_agent_errors_total",
+                    1.0 if bad(agent) and rng.random() < bad(agent).error_rate else 0.0, labels=labels(agent))
+        metrics.observe("sapphire_decision_latency_seconds",
+                        rng.uniform(*DECISION_LATENCY) + (bad(agent).latency_seconds if bad(agent) else 0.0),
+                        labels=labels(agent))
     # The round's trades carry one time, never earlier than the last round's.
     state.last_trade_ts = max(now, state.last_trade_ts + 0.000001)
     traded_at = datetime.datetime.fromtimestamp(state.last_trade_ts, datetime.timezone.utc)  # noqa: UP017
@@ -231,10 +295,10 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
     metrics.set("sapphire_portfolio_day_open_value_usd", day_open)
     metrics.set("sapphire_realized_pnl_1h_usd", round(sum(pnl for _, pnl in state.recent_pnl), 4))
     for agent in agents:
-        labels = {"agent": agent.name, "tier": agent.tier}
-        metrics.set("agent_activity_score", 1.0 if agent.replicas > 0 else 0.0, labels=labels)
-        if agent.replicas > 0:
-            metrics.set("sapphire_agent_last_heartbeat_timestamp_seconds", now, labels=labels)
+        metrics.set("agent_activity_score", 1.0 if agent.replicas > 0 else 0.0,
+                    labels={"agent": agent.name, "tier": agent.tier})
+        if agent.replicas > 0 and not (bad(agent) and bad(agent).stale_heartbeats):
+            metrics.set("sapphire_agent_last_heartbeat_timestamp_seconds", now, labels=labels(agent))
     breakers = redis_client.pipeline(transaction=False)
     for name in BREAKERS:
         breakers.hget(f"sapphire:circuit:{name}", "state")
