@@ -292,12 +292,15 @@ class PrometheusServer:
         return requests.get(f"{self.url}/api/v1/alerts", timeout=5).json()["data"]["alerts"]
 
 
-def start_prometheus(tmp: Path, rules: str) -> PrometheusServer:
+def start_prometheus(tmp: Path, rules: str, targets: tuple[str, ...] = ()) -> PrometheusServer:
+    """A Prometheus evaluating `rules` every second and scraping `targets` (host:port) every second."""
     require_binary("prometheus")
     directory = Path(tempfile.mkdtemp(prefix="prometheus-", dir=tmp))
     (directory / "rules.yml").write_text(rules)
+    scrape = [{"job_name": "targets", "static_configs": [{"targets": list(targets)}]}] if targets else []
     (directory / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\nscrape_configs: []\n")
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - rules.yml\n"
+        f"scrape_configs: {json.dumps(scrape)}\n")
     port = free_port()
     proc = subprocess.Popen(["prometheus", f"--config.file={directory / 'prometheus.yml'}",
                              f"--storage.tsdb.path={directory / 'data'}", f"--web.listen-address=127.0.0.1:{port}",
@@ -358,7 +361,7 @@ class WorkloadProcess:
 
 
 def start_workload(tmp: Path, redis_server: RedisServer, postgres: PostgresServer,
-                   agents: list[dict[str, Any]]) -> WorkloadProcess:
+                   agents: list[dict[str, Any]], *extra: str) -> WorkloadProcess:
     agents_file = tmp / f"agents-{free_port()}.json"
     agents_file.write_text(json.dumps(agents))
     port = free_port()
@@ -366,7 +369,7 @@ def start_workload(tmp: Path, redis_server: RedisServer, postgres: PostgresServe
                SAPPHIRE_POSTGRES_DSN=postgres.dsn())
     proc = subprocess.Popen([sys.executable, "-m", "sapphire_workload", "--redis-url",
                              f"redis://127.0.0.1:{redis_server.port}/0", "--agents", str(agents_file),
-                             "--release", "2026.11.0", "--port", str(port), "--interval", "0.5"],
+                             "--release", "2026.11.0", "--port", str(port), "--interval", "0.5", *extra],
                             env=env, stdout=subprocess.DEVNULL, stderr=open(tmp / f"workload-{port}.log", "w"))
     workload = WorkloadProcess(port=port, proc=proc, agents_file=agents_file)
 
