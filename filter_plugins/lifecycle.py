@@ -276,15 +276,16 @@ def release_object_name(release: Any) -> str:
 
 
 def release_pointer(data: dict[str, Any] | None, release: Any) -> dict[str, str]:
-    """Filter: the pointer ConfigMap's data after deploying `release`: current, previous, history."""
+    """Filter: the pointer ConfigMap's data after deploying `release`: current, previous, history (any other key, such
+    as the canary outcomes, kept)."""
     data = data or {}
     release = str(release)
     history = json.loads(data.get("history") or "[]")
     current = data.get("current", "")
     if current == release:
-        return {"current": current, "previous": data.get("previous", ""), "history": json.dumps(history)}
+        return {**data, "current": current, "previous": data.get("previous", ""), "history": json.dumps(history)}
     history = [item for item in history if item != release] + [release]
-    return {"current": release, "previous": current, "history": json.dumps(history)}
+    return {**data, "current": release, "previous": current, "history": json.dumps(history)}
 
 
 def rollback_target(data: dict[str, Any] | None, known: list[str], rollback_to: Any = "") -> str:
@@ -310,8 +311,8 @@ def rollback_pointer(data: dict[str, Any] | None, target: str) -> dict[str, str]
     current = data.get("current", "")
     history = data.get("history") or json.dumps([target])
     if current == target:
-        return {"current": current, "previous": data.get("previous", ""), "history": history}
-    return {"current": target, "previous": current, "history": history}
+        return {**data, "current": current, "previous": data.get("previous", ""), "history": history}
+    return {**data, "current": target, "previous": current, "history": history}
 
 
 def release_objects(objects: list[dict[str, Any]], halted: bool = False) -> list[dict[str, Any]]:

@@ -65,7 +65,8 @@ def analyse(prometheus: PrometheusServer, release: str) -> dict[str, Any]:
     template = shipped_analysis()
     return analysis.analysis_collect({"url": prometheus.url, "metrics": template["metrics"], "connect_timeout": 5,
                              "validate_certs": True, "ca_path": None, "interval": 1, "count": 3, "initial_delay": 0,
-                             "args": {"release": release, "stable": STABLE, "tier": "lightweight"}}, analysis.http_get)
+                             "args": {"release": release, "stable": STABLE, "tier": "lightweight",
+                                      "window": template["window"]}}, analysis.http_get)
 
 
 BAD = {"release": CANARY, "error_rate": 0.5, "stale_heartbeats": True, "loss_per_trade": 60}
@@ -76,7 +77,7 @@ def test_a_misbehaving_canary_fails_the_shipped_analysis_naming_what_broke(canar
     result = analyse(canary, CANARY)
     assert result["phase"] == "Failed", result["msg"]
     failed = {metric["name"] for metric in result["metrics"] if metric["phase"] == "Failed"}
-    assert failed & {"error-rate", "heartbeat-age", "loss-vs-stable"}, result["msg"]
+    assert failed & {"error-rate", "heartbeat-age", "excess-loss"}, result["msg"]
     assert all(metric["phase"] in ("Failed", "Terminated") for metric in result["metrics"]), result["metrics"]
     heartbeat = next(metric for metric in result["metrics"] if metric["name"] == "heartbeat-age")
     assert heartbeat["measurements"][0]["value"] > 60, "a canary that never beats is as old as the epoch"

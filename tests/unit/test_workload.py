@@ -420,6 +420,8 @@ def test_the_misbehaving_release_errs_goes_silent_loses_and_slows_and_only_it() 
     assert "sapphire:agent:momentum-canary:heartbeat" not in redis.hashes
     pnl = series(metrics, "sapphire_agent_realized_pnl_usd")
     assert pnl["r2"] <= -25.0 * 20 and pnl["r1"] > -40 * 2 * MAX_TRADE_PNL, pnl
+    losses = series(metrics, "sapphire_agent_realized_loss_usd_total")
+    assert losses["r2"] == -pnl["r2"] and 0 <= losses["r1"] <= 40 * 2 * MAX_TRADE_PNL, losses
     assert {trade[6] for trade in pg.trades if trade[2] == "momentum-canary"} <= {-25.0}
     buckets = parse_prometheus_text(metrics.render())["sapphire_decision_latency_seconds_bucket"]
     fast = {labels["release"]: value for labels, value in buckets if labels["le"] == "2.5"}

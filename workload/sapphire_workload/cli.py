@@ -144,6 +144,8 @@ class Workload:
                               "Decision latency by agent, tier and release")
         self.metrics.describe("sapphire_agent_realized_pnl_usd", "gauge",
                               "Realized P&L in USD since the workload started, by agent, tier and release (may fall)")
+        self.metrics.describe("sapphire_agent_realized_loss_usd_total", "counter",
+                              "Realized losses in USD (the losing trades' P&L), by agent, tier and release")
         self.metrics.describe("sapphire_circuit_breaker_state", "gauge", "Breaker (0 closed, 1 half-open, 2 open)")
         self.metrics.describe("http_requests_total", "counter", "HTTP requests by handler and code")
         self.metrics.describe("http_request_duration_seconds", "histogram", "HTTP request latency")

@@ -234,6 +234,7 @@ def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: l
             else next_pnl(rng, state.session_pnl + round_pnl)
         round_pnl += pnl
         metrics.inc("sapphire_agent_realized_pnl_usd", pnl, labels=labels(agent))
+        metrics.inc("sapphire_agent_realized_loss_usd_total", max(0.0, -pnl), labels=labels(agent))
         price = round(rng.uniform(10, 60000), 4)
         trades.append((symbol, agent.name, rng.choice(("buy", "sell")), round(rng.uniform(0.001, 1), 6), price, pnl,
                        f"syn-{int(now * 1000)}-{index}"))

@@ -1,0 +1,95 @@
+"""deploy.yml -e deploy_strategy=canary on the local default: a bad release is aborted by its analysis, a good one
+promoted tier by tier.
+
+The whole local default runs (its Redis, PostgreSQL, Prometheus scraping the synthetic workload) with the platform in a
+throw-away namespace. Release 2026.12.1 told to misbehave (errors, silent heartbeats, losses: workload_misbehave) is
+aborted on its first tier, lightweight: the canaries are removed, every agent still runs 2026.11.0 and the outcome is
+in the release history. The same release behaving is promoted tier by tier (lightweight, standard, heavy, then the
+accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current release.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sapphire_testlib import LocalClusters, run_playbook
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+CLUSTER = "local-primary"
+STABLE, NEW = "2026.11.0", "2026.12.1"
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = yaml.safe_load((REPO / "roles" / "agents" / "defaults" / "main.yml").read_text())["agents_canary_analysis"]
+# The shipped queries and conditions, measured sooner: rates over 30 s (two of the local Prometheus' 15 s scrapes), the
+# first measurement after 35 s (past the window: the aborted canary's samples are out of it).
+ANALYSIS = {**SHIPPED, "interval": 5, "count": 2, "window": "30s", "initial_delay": 35}
+BAD = {"release": NEW, "error_rate": 0.5, "stale_heartbeats": True, "loss_per_trade": 60}
+
+
+def deploy(namespace: str, **extra: Any) -> Any:
+    return run_playbook("deploy.yml", json_output=False, timeout=2400,
+                        extra_vars={"sapphire_namespace": namespace, "agents_coordinator_min_replicas": 1, **extra})
+
+
+def kube(clusters: LocalClusters, namespace: str, *args: str) -> dict[str, Any]:
+    return json.loads(clusters.kubectl(CLUSTER, "-n", namespace, *args, "-o", "json").stdout)
+
+
+def agent_releases(clusters: LocalClusters, namespace: str) -> dict[str, str]:
+    items = kube(clusters, namespace, "get", "deployments", "-l", "app.kubernetes.io/component=agent")["items"]
+    return {item["metadata"]["name"]: item["spec"]["template"]["spec"]["containers"][0]["image"].rsplit(":", 1)[1]
+            for item in items}
+
+
+def outcomes(clusters: LocalClusters, namespace: str) -> list[dict[str, Any]]:
+    data = kube(clusters, namespace, "get", "configmap", "sapphire-releases")["data"]
+    return json.loads(data.get("canary", "[]"))
+
+
+@pytest.fixture(scope="module")
+def platform(local_clusters: LocalClusters) -> Iterator[str]:
+    namespace = f"it-canary-{uuid.uuid4().hex[:6]}"
+    first = deploy(namespace, sapphire_release=STABLE)
+    assert first.rc == 0, first.explain()
+    yield namespace
+    for cluster in ("local-primary", "local-dr"):
+        local_clusters.kubectl(cluster, "delete", "namespace", namespace, "--wait=false", check=False)
+
+
+def test_a_misbehaving_release_is_aborted_on_its_first_tier(platform: str, local_clusters: LocalClusters) -> None:
+    before = agent_releases(local_clusters, platform)
+    result = deploy(platform, sapphire_release=NEW, deploy_strategy="canary", agents_canary_analysis=ANALYSIS,
+                    workload_misbehave=BAD)
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.rc != 0
+    assert "Canary of tier lightweight aborted: Failed:" in said, said[-4000:]
+    assert agent_releases(local_clusters, platform) == before == {name: STABLE for name in before}
+    pointer = kube(local_clusters, platform, "get", "configmap", "sapphire-releases")["data"]
+    assert pointer["current"] == STABLE
+    last = outcomes(local_clusters, platform)[-1]
+    assert (last["release"], last["tier"], last["outcome"]) == (NEW, "lightweight", "aborted"), last
+
+
+def test_a_good_release_is_promoted_tier_by_tier(platform: str, local_clusters: LocalClusters) -> None:
+    result = deploy(platform, sapphire_release=NEW, deploy_strategy="canary", agents_canary_analysis=ANALYSIS)
+    assert result.rc == 0, (result.stdout + result.stderr)[-6000:]
+    releases = agent_releases(local_clusters, platform)
+    assert releases and set(releases.values()) == {NEW}, releases
+    assert not [name for name in releases if name.endswith("-canary")]
+    assert kube(local_clusters, platform, "get", "configmap", "sapphire-releases")["data"]["current"] == NEW
+    promoted = [(item["tier"], item["outcome"]) for item in outcomes(local_clusters, platform)][-4:]
+    assert promoted == [("lightweight", "promoted"), ("standard", "promoted"), ("heavy", "promoted"),
+                        ("accelerated", "promoted")], promoted
+
+    # The release now runs: the same deploy again is no release, finds everything in place and changes nothing.
+    again = run_playbook("deploy.yml", timeout=2400, extra_vars={
+        "sapphire_namespace": platform, "agents_coordinator_min_replicas": 1, "sapphire_release": NEW,
+        "deploy_strategy": "canary", "agents_canary_analysis": ANALYSIS})
+    assert again.rc == 0, again.explain()
+    assert again.changed == 0, again.changed_tasks()
