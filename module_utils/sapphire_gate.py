@@ -26,7 +26,7 @@ from ansible.module_utils.sapphire_connections import (
     postgres_endpoint,
     redis_endpoint,
 )
-from ansible.module_utils.sapphire_trading import KEY_PREFIX_SPEC, parse_positions, positions_key
+from ansible.module_utils.sapphire_trading import KEY_PREFIX_SPEC, parse_positions, positions_key, read_positions
 
 GATE_SPEC: dict[str, dict[str, Any]] = {
     "operation": {"type": "str", "required": True},
@@ -115,12 +115,7 @@ def exposure_collect(params: dict[str, Any], connect_redis: Callable[[dict[str, 
                            "to read the positions from")
         return result
     try:
-        client = connect_redis(params)
-        keys = sorted(client.scan_iter(match=positions_key(prefix, "*"), count=1000))
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        kept = dict(zip((key[len(positions_key(prefix, "")):] for key in keys), pipe.execute(), strict=True))
+        kept = read_positions(connect_redis(params), prefix)
     except Exception as exc:  # an unreachable Redis leaves the positions unknown: the gate refuses
         result["error"] = where(redis_endpoint(params), describe_redis_error(exc, params))
         return result

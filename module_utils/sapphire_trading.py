@@ -568,6 +568,15 @@ def check_positions(agent: str, window: str, held: dict[str, float], traded: dic
     return ok(name, f"agent {agent}: {len(held)} position(s) agree with its trades {window}", [], [])
 
 
+def read_positions(client: Any, prefix: str) -> dict[str, dict[str, str]]:
+    """Every agent's positions hash (agent -> fields), read in one pipeline; a connection error is raised."""
+    keys = sorted(client.scan_iter(match=positions_key(prefix, "*"), count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.hgetall(key)
+    return dict(zip((key[len(positions_key(prefix, "")):] for key in keys), pipe.execute(), strict=True))
+
+
 def positions_collect(params: dict[str, Any], connect_redis: Callable[[dict[str, Any]], Any],
                       connect_pg: Callable[[dict[str, Any]], Any],
                       now: Callable[[], float] = time.time) -> dict[str, Any]:
@@ -575,12 +584,7 @@ def positions_collect(params: dict[str, Any], connect_redis: Callable[[dict[str,
     result["mismatches"] = []
     prefix = params["key_prefix"]
     try:
-        client = connect_redis(params)
-        keys = sorted(client.scan_iter(match=positions_key(prefix, "*"), count=1000))
-        pipe = client.pipeline(transaction=False)
-        for key in keys:
-            pipe.hgetall(key)
-        kept = dict(zip((key[len(positions_key(prefix, "")):] for key in keys), pipe.execute(), strict=True))
+        kept = read_positions(connect_redis(params), prefix)
     except Exception as exc:  # unreachable Redis is a finding
         result["checks"].append(fail("positions", describe_redis_error(exc, params), False, True))
         return finish(result)
