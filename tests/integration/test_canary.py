@@ -2,10 +2,11 @@
 promoted tier by tier.
 
 The whole local default runs (its Redis, PostgreSQL, Prometheus scraping the synthetic workload) with the platform in a
-throw-away namespace. Release 2026.12.1 told to misbehave (errors, silent heartbeats, losses: workload_misbehave) is
-aborted on its first tier, lightweight: the canaries are removed, every agent still runs 2026.11.0 and the outcome is
-in the release history. The same release behaving is promoted tier by tier (lightweight, standard, heavy, then the
-accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current release.
+throw-away namespace. Release 2026.12.1 told to misbehave (errors, silent heartbeats, slow decisions:
+workload_misbehave) is aborted on its first tier, lightweight: the canaries are removed, every agent still runs
+2026.11.0 and the outcome is in the release history. The same release behaving is promoted tier by tier (lightweight,
+standard, heavy, then the accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current
+release.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ SHIPPED = yaml.safe_load((REPO / "roles" / "agents" / "defaults" / "main.yml").r
 # The shipped queries and conditions, measured sooner: rates over 30 s (two of the local Prometheus' 15 s scrapes), the
 # first measurement after 35 s (past the window: the aborted canary's samples are out of it).
 ANALYSIS = {**SHIPPED, "interval": 5, "count": 2, "window": "30s", "initial_delay": 35}
-BAD = {"release": NEW, "error_rate": 0.5, "stale_heartbeats": True, "loss_per_trade": 60}
+# No losses: the local default's trades are shared with the rest of the suite, whose loss limits must hold (the
+# analysis of losses is test_release_analysis.py's, on servers of its own).
+BAD = {"release": NEW, "error_rate": 0.5, "stale_heartbeats": True, "latency_seconds": 2}
 
 
 def deploy(namespace: str, **extra: Any) -> Any:
@@ -74,6 +77,30 @@ def test_a_misbehaving_release_is_aborted_on_its_first_tier(platform: str, local
     assert pointer["current"] == STABLE
     last = outcomes(local_clusters, platform)[-1]
     assert (last["release"], last["tier"], last["outcome"]) == (NEW, "lightweight", "aborted"), last
+
+
+def canaries(clusters: LocalClusters, namespace: str) -> list[str]:
+    return sorted(name for name in agent_releases(clusters, namespace) if name.endswith("-canary"))
+
+
+def test_an_inconclusive_analysis_pauses_and_the_operators_decision_answers_it(
+        platform: str, local_clusters: LocalClusters) -> None:
+    # A measurement between the success and the failure condition: inconclusive.
+    undecided = {"interval": 1, "count": 1, "window": "30s", "initial_delay": 0, "metrics": [
+        {"name": "undecided", "query": "vector(0.5)", "success_condition": "< 0.1", "failure_condition": "> 0.9"}]}
+    paused = deploy(platform, sapphire_release=NEW, deploy_strategy="canary", agents_canary_analysis=undecided)
+    assert paused.rc != 0
+    assert "Canary of tier lightweight paused, the analysis is inconclusive" in " ".join(paused.stdout.split())
+    assert canaries(local_clusters, platform) == ["agent-breakout-canary"], "a paused canary keeps running"
+    assert outcomes(local_clusters, platform)[-1]["outcome"] == "paused"
+
+    answered = deploy(platform, sapphire_release=NEW, deploy_strategy="canary", agents_canary_analysis=undecided,
+                      agents_canary_decision="abort")
+    said = " ".join(answered.stdout.split())
+    assert answered.rc != 0 and "Canary of tier lightweight aborted: decided by agents_canary_decision=abort" in said
+    assert canaries(local_clusters, platform) == []
+    assert set(agent_releases(local_clusters, platform).values()) == {STABLE}
+    assert outcomes(local_clusters, platform)[-1]["outcome"] == "aborted"
 
 
 def test_a_good_release_is_promoted_tier_by_tier(platform: str, local_clusters: LocalClusters) -> None:
