@@ -61,8 +61,9 @@ def platform(local_clusters: LocalClusters) -> Iterator[str]:
     first = deploy(namespace, sapphire_release=STABLE)
     assert first.rc == 0, first.explain()
     yield namespace
-    for cluster in ("local-primary", "local-dr"):
-        local_clusters.kubectl(cluster, "delete", "namespace", namespace, "--wait=false", check=False)
+    # Waited for on local-primary: its accelerated agent holds TPUs the next module (test_capacity) counts as free.
+    local_clusters.kubectl("local-dr", "delete", "namespace", namespace, "--wait=false", check=False)
+    local_clusters.kubectl(CLUSTER, "delete", "namespace", namespace, "--wait=true", "--timeout=180s", check=False)
 
 
 def test_a_misbehaving_release_is_aborted_on_its_first_tier(platform: str, local_clusters: LocalClusters) -> None:
