@@ -8,17 +8,15 @@ market-hours window, unless an override gives a reason. Open positions that cann
 a symbol without a price) refuse too: the gate fails closed.
 
 `exposure_collect` reads the positions (Redis, the hashes sapphire_positions_info reconciles) and the last traded
-price of each symbol (PostgreSQL); `market_window` and `gate_decide` are pure, so the unit tests drive them with any
-clock.
+price of each symbol (PostgreSQL); `gate_decide` and the market hours (sapphire_market_hours) are pure, so the unit
+tests drive them with any clock.
 """
 
 from __future__ import annotations
 
 import datetime
-import re
 from collections.abc import Callable
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ansible.module_utils.sapphire_connections import (
     describe_postgres_error,
@@ -26,6 +24,7 @@ from ansible.module_utils.sapphire_connections import (
     postgres_endpoint,
     redis_endpoint,
 )
+from ansible.module_utils.sapphire_market_hours import market_window, parse_market_hours
 from ansible.module_utils.sapphire_trading import KEY_PREFIX_SPEC, parse_positions, positions_key, read_positions
 
 GATE_SPEC: dict[str, dict[str, Any]] = {
@@ -35,68 +34,12 @@ GATE_SPEC: dict[str, dict[str, Any]] = {
     "override_reason": {"type": "str", "default": ""},
     **KEY_PREFIX_SPEC,
 }
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-CLOCK = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 # The newest traded price of each symbol: one index probe per symbol (trades has (symbol, timestamp DESC)).
 Q_PRICES = """
 SELECT s.symbol, t.price::float8
 FROM unnest(%s::text[]) AS s(symbol)
 LEFT JOIN LATERAL (SELECT price FROM trades WHERE trades.symbol = s.symbol ORDER BY timestamp DESC LIMIT 1) t ON true
 """
-
-
-def parse_market_hours(windows: list[dict[str, Any]] | None, option: str = "market_hours") -> list[dict[str, Any]]:
-    """The windows as {days, start, end, timezone} with minutes since midnight; ValueError naming the bad field.
-
-    A window is {days: [mon, ...], start: "HH:MM", end: "HH:MM", timezone: "America/New_York"} (timezone default
-    UTC, days default every day). An end before the start runs overnight into the next day."""
-    parsed = []
-    for index, window in enumerate(windows or []):
-        where = f"{option}[{index}]"
-        if not isinstance(window, dict):
-            raise ValueError(f"{where} must be a dict with days, start, end and timezone, got {window!r}")
-        unknown = sorted(set(window) - {"days", "start", "end", "timezone"})
-        if unknown:
-            raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)} (days, start, end, timezone)")
-        days = window.get("days", list(DAYS))
-        if isinstance(days, str) or not isinstance(days, list) or not days \
-                or any(str(day).lower() not in DAYS for day in days):
-            raise ValueError(f"{where}.days must be a list of {', '.join(DAYS)}, got {days!r}")
-        bounds = []
-        for key in ("start", "end"):
-            match = CLOCK.match(str(window.get(key, "")))
-            if not match:
-                raise ValueError(f"{where}.{key} must be a time HH:MM (24 h), got {window.get(key)!r}")
-            bounds.append(int(match.group(1)) * 60 + int(match.group(2)))
-        if bounds[0] == bounds[1]:
-            raise ValueError(f"{where}: start and end are both {window['start']}; a window must have a length")
-        zone = str(window.get("timezone", "UTC"))
-        try:
-            ZoneInfo(zone)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{where}.timezone {zone!r} is not a known time zone (e.g. UTC, America/New_York)") \
-                from exc
-        days = [str(day).lower() for day in days]
-        named = "every day" if set(days) == set(DAYS) else "/".join(days)
-        parsed.append({"days": days, "start": bounds[0], "end": bounds[1], "timezone": zone,
-                       "text": f"{named} {window['start']}-{window['end']} {zone}"})
-    return parsed
-
-
-def market_window(windows: list[dict[str, Any]], now: datetime.datetime) -> str:
-    """The text of the parsed window `now` (aware) falls in, or ''. An overnight window belongs to its start day."""
-    for window in windows:
-        local = now.astimezone(ZoneInfo(window["timezone"]))
-        minute = local.hour * 60 + local.minute
-        today, yesterday = DAYS[local.weekday()], DAYS[(local.weekday() - 1) % 7]
-        if window["start"] < window["end"]:
-            inside = today in window["days"] and window["start"] <= minute < window["end"]
-        else:
-            inside = (today in window["days"] and minute >= window["start"]) or \
-                     (yesterday in window["days"] and minute < window["end"])
-        if inside:
-            return window["text"]
-    return ""
 
 
 def where(endpoint: str, text: str) -> str:

@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from sapphire_testlib import REPO_ROOT, LocalClusters, run_playbook, wait_for
 
 pytestmark = [pytest.mark.cluster]
 
 CLUSTER = "local-primary"
+AGENTS_DEFAULTS = yaml.safe_load((REPO_ROOT / "roles" / "agents" / "defaults" / "main.yml").read_text())
 SEED_AGENTS = [
     {"name": "momentum", "strategy": "momentum", "tier": "standard", "replicas": 2},
     {"name": "sentiment", "strategy": "sentiment", "tier": "heavy", "replicas": 1},
@@ -78,6 +80,14 @@ BAD_INPUT = [
      "namespace_dns_pod_labels: the value 'kube dns' of 'k8s-app' is not a label value"),
     ("liveness path without its leading slash", {"agents_liveness_path": "livez"},
      "agents_liveness_path: 'livez' must be an HTTP path starting with /"),
+    # Checked by the parsers the canary analysis, the trading gate and the workload run with, before the first write.
+    ("canary metric with a condition that is not one", {"agents_canary_analysis_metric": {"success_condition": "low"}},
+     "agents_canary_analysis.metrics[0].success_condition (error-rate) must be an operator"),
+    ("market hours with a clock that is not HH:MM", {"agents_gate_market_hours": [{"start": "9:30", "end": "16:00"}]},
+     "agents_gate_market_hours[0].start must be a time HH:MM (24 h), got '9:30'"),
+    ("workload misbehaviour with an unknown field (a -e string)",
+     {"workload_enabled": True, "workload_misbehave": '{"release": "r2", "errors": 0.5}'},
+     "workload_misbehave: unknown field(s) errors"),
 ]
 
 
@@ -91,6 +101,11 @@ def _bad_input_vars(extra: dict[str, Any], tiers: dict[str, Any], pools: list[di
         extra["agent_tiers"] = tiers
     if extra.pop("cluster_node_pools_without_tpu", False):
         extra["cluster_node_pools"] = [pool for pool in pools if not pool.get("accelerator")]
+    metric = extra.pop("agents_canary_analysis_metric", None)
+    if metric:  # the shipped analysis with its first metric changed
+        analysis = json.loads(json.dumps(AGENTS_DEFAULTS["agents_canary_analysis"]))
+        analysis["metrics"][0].update(metric)
+        extra["agents_canary_analysis"] = analysis
     return extra
 
 

@@ -17,9 +17,8 @@ from ansible.module_utils.sapphire_gate import (
     exposure_collect,
     gate_collect,
     gate_decide,
-    market_window,
-    parse_market_hours,
 )
+from ansible.module_utils.sapphire_market_hours import market_window, parse_market_hours
 from test_trading_combined import FakeConnection, FakeRedis, refused
 
 UTC = datetime.timezone.utc  # noqa: UP017

@@ -17,17 +17,16 @@ import pytest
 from ansible.module_utils.sapphire_connections import parse_prometheus_text
 from sapphire_workload.cli import Workload, parse_args
 from sapphire_workload.metrics import Registry
+from sapphire_workload.misbehaviour import Misbehaviour, parse_misbehaviour
 from sapphire_workload.writer import (
     MAX_TRADE_PNL,
     PNL_BAND,
     STALE_EPOCH_REFUSALS,
     Agent,
-    Misbehaviour,
     StaleEpoch,
     WriterState,
     load_agents,
     next_pnl,
-    parse_misbehaviour,
     write_round,
 )
 

@@ -21,12 +21,12 @@ import redis
 
 from sapphire_workload import __version__
 from sapphire_workload.metrics import Registry
+from sapphire_workload.misbehaviour import parse_misbehaviour
 from sapphire_workload.writer import (
     STALE_EPOCH_REFUSALS,
     StaleEpoch,
     WriterState,
     load_agents,
-    parse_misbehaviour,
     write_round,
 )
 
