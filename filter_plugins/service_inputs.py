@@ -180,9 +180,11 @@ POSTGRES_PASSWORDS = ("postgres_password", "postgres_replication_password", "pos
                       "postgres_coordinator_password", "postgres_monitor_password")
 # Their names: plain lower-case identifiers (written into SQL, pg_hba and pgpass unquoted), not reserved.
 POSTGRES_USERS = ("postgres_user", "postgres_replication_user", "postgres_agent_user", "postgres_coordinator_user",
-                  "postgres_monitor_user")
+                  "postgres_monitor_user", "postgres_backup_user")
 POSTGRES_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 POSTGRES_ROLE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The administrative login is the server's or the provider's (an RDS master user may have capitals).
+POSTGRES_LOGIN_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
 def _postgres_identity_problems(values: dict[str, Any]) -> list[str]:
@@ -200,6 +202,10 @@ def _postgres_identity_problems(values: dict[str, Any]) -> list[str]:
     if len(set(named)) != len(named):
         problems.append(f"{', '.join(names)} must be {len(names)} different logins (one per purpose); got "
                         f"{', '.join(named)}.")
+    admin = values.get("postgres_admin_user")  # empty: the mode's default (postgres, or postgres_user)
+    if admin is not None and admin != "" and not (isinstance(admin, str) and POSTGRES_LOGIN_NAME.match(admin)):
+        problems.append(f"postgres_admin_user {admin!r} must be empty or a login name (letters, digits and _, up to "
+                        "63, not starting with a digit).")
     return problems
 
 

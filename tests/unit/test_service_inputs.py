@@ -149,7 +149,8 @@ POSTGRES = {"postgres_password": "app-password-1", "postgres_replication_passwor
             "postgres_user": "sapphire", "postgres_replication_user": "replicator",
             "postgres_agent_user": "sapphire_agent",
             "postgres_coordinator_user": "sapphire_coordinator", "postgres_monitor_user": "sapphire_monitor",
-            "postgres_admin_user": "", "postgres_admin_password": "admin-password-1"}
+            "postgres_backup_user": "sapphire_backup", "postgres_admin_user": "",
+            "postgres_admin_password": "admin-password-1"}
 TABLES = ["trades", "signals"]
 
 
@@ -180,12 +181,14 @@ def test_every_unset_postgres_password_is_named_at_once() -> None:
 
 
 @pytest.mark.parametrize("values", [{"postgres_agent_user": "sapphire"}, {"postgres_monitor_user": "replicator"},
-                                    {"postgres_coordinator_user": "sapphire_agent"}])
+                                    {"postgres_coordinator_user": "sapphire_agent"},
+                                    {"postgres_backup_user": "sapphire_monitor"}])
 def test_each_purpose_needs_a_login_of_its_own(values: dict[str, Any]) -> None:
     """The agents' login equal to the owner would give the agents DDL; the fence would skip a shared name."""
     (problem,) = postgres(**values)
     assert problem.startswith("postgres_user, postgres_replication_user, postgres_agent_user, "
-                              "postgres_coordinator_user, postgres_monitor_user must be 5 different logins "
+                              "postgres_coordinator_user, postgres_monitor_user, postgres_backup_user must be 6 "
+                              "different logins "
                               "(one per purpose)")
 
 
@@ -207,6 +210,16 @@ def test_the_bootstrap_superuser_may_not_be_a_platform_login() -> None:
 def test_a_login_name_that_is_not_a_plain_role_name_is_refused_by_name(user: Any) -> None:
     (problem,) = postgres(postgres_coordinator_user=user)
     assert problem.startswith("postgres_coordinator_user must be a PostgreSQL role name")
+    (problem,) = postgres(postgres_backup_user=user)  # pgBackRest's login, written into pg_hba and pg_ident
+    assert problem.startswith("postgres_backup_user must be a PostgreSQL role name")
+
+
+@pytest.mark.parametrize("user", ["sapphire admin", "a;drop", "1admin", 3, "x" * 64])
+def test_an_administrative_login_that_is_not_a_login_name_is_refused(user: Any) -> None:
+    problems = postgres(postgres_admin_user=user, postgres_mode="external", postgres_external_host="db.internal")
+    assert len(problems) == 1 and problems[0].startswith(f"postgres_admin_user {user!r} must be empty or a login name")
+    assert postgres(postgres_admin_user="RdsMaster", postgres_mode="external", postgres_external_host="db.internal") \
+        == []
 
 
 @pytest.mark.parametrize("retention", [{"trades": 90}, {"trades": 90, "signals": 0}, {"trades": 90, "signals": "30"},
