@@ -1,4 +1,5 @@
-"""Controller-side filter that turns the checks of validate.yml into its summary, table, JSON report and JUnit XML.
+"""Controller-side filters that turn the checks of validate.yml into its summary, table, JSON report and JUnit XML, and
+a positions reconciliation into a report line.
 
 Each role's validate entry point records a list of reports on the host it checked (`<role>_validate_reports`):
 `{component, host, target, healthy, checks: [{name, status, msg}], problems: [...]}`. validate.yml collects them and
@@ -121,8 +122,26 @@ def validate_summary(
     }
 
 
+def positions_outcome(result: dict[str, Any]) -> dict[str, Any]:
+    """Filter: sapphire_positions_info's result as a report line: {status, detail, mismatches}. `mismatch` when a
+    position disagrees with the trades, `ok` when at least one agent was reconciled, `not measured` otherwise (no
+    positions kept yet, or every store skipped). restore.yml (agents/positions) and the DR drill report read it."""
+    if not isinstance(result, dict):
+        raise AnsibleFilterError(f"sapphire_positions_outcome expects sapphire_positions_info's result, got {result!r}")
+    checks = result.get("checks") or []
+    problems = result.get("problems") or []
+    if not result.get("healthy", False):
+        status = "mismatch"
+    elif any(check.get("status") == "ok" for check in checks):
+        status = "ok"
+    else:
+        status = "not measured"
+    detail = "; ".join(problems) if problems else "; ".join(str(check.get("msg", "")) for check in checks)
+    return {"status": status, "detail": detail, "mismatches": result.get("mismatches") or []}
+
+
 class FilterModule:
     """sapphire-ops report filters."""
 
     def filters(self) -> dict[str, Any]:
-        return {"sapphire_validate_summary": validate_summary}
+        return {"sapphire_validate_summary": validate_summary, "sapphire_positions_outcome": positions_outcome}

@@ -94,3 +94,30 @@ def test_an_unknown_status_or_fail_on_is_refused() -> None:
         summary([report("redis", "r", ("redis_role", "broken", "?"))])
     with pytest.raises(AnsibleFilterError, match="validate_fail_on must be critical or warning"):
         summary(REPORTS, "sometimes")
+
+
+def positions_result(healthy: bool, *statuses: str, problems: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"healthy": healthy, "target": "redis@a, postgres@b", "problems": list(problems),
+            "mismatches": [{"agent": "momentum", "symbol": "BTCUSDT"}] if problems else [],
+            "checks": [{"name": f"positions:{i}", "status": status, "msg": f"agent {i}: {status}"}
+                       for i, status in enumerate(statuses)]}
+
+
+@pytest.mark.parametrize(("result", "status", "detail"), [
+    (positions_result(False, "ok", "fail", problems=("momentum BTCUSDT: redis 3, trades 2",)), "mismatch",
+     "momentum BTCUSDT: redis 3, trades 2"),
+    (positions_result(True, "ok", "skipped"), "ok", "agent 0: ok; agent 1: skipped"),
+    (positions_result(True, "skipped"), "not measured", "agent 0: skipped"),
+    (positions_result(True), "not measured", ""),
+])
+def test_a_positions_reconciliation_reads_as_one_report_line(result: dict[str, Any], status: str, detail: str) -> None:
+    """restore.yml's report and the DR drill report say the same of the same reconciliation: never ok unless an agent
+    was actually reconciled."""
+    outcome = report_filters.positions_outcome(result)
+    assert outcome == {"status": status, "detail": detail, "mismatches": result["mismatches"]}
+
+
+def test_both_reports_read_the_reconciliation_through_the_one_filter() -> None:
+    for path in ("roles/agents/tasks/positions.yml", "roles/dr/tasks/verify.yml"):
+        text = (REPO_ROOT / path).read_text()
+        assert "sapphire_positions_outcome" in text and "selectattr('status', 'eq', 'ok')" not in text, path
