@@ -88,9 +88,26 @@ def canary_outcome(data: Mapping[str, Any] | None, outcome: Mapping[str, Any]) -
     return {key: str(value) for key, value in data.items()}
 
 
+def release_plan(pointers: list[Any], release: Any, strategy: Any = "rolling") -> dict[str, Any]:
+    """Filter: what a deploy of `release` does, from each cluster's read of ConfigMap sapphire-releases (a
+    sapphire_k8s_list result; undefined or failed where the cluster does not exist yet).
+
+    {running: the releases the clusters run (sorted, no empty), changes: whether any cluster runs another release
+    (the trading gate asks then), stable: the release canaries are compared with ('' for a rolling deploy, a first
+    deploy or the release already running: applied at once)}."""
+    running = sorted({str((item.get("data") or {}).get("current") or "")
+                      for pointer in pointers if isinstance(pointer, Mapping)
+                      for item in pointer.get("resources") or []} - {""})
+    release = str(release)
+    changes = any(name != release for name in running)
+    stable = running[0] if str(strategy) == "canary" and len(running) == 1 and changes else ""
+    return {"running": running, "changes": changes, "stable": stable}
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
+            "sapphire_release_plan": release_plan,
             "sapphire_canary_tiers": canary_tiers,
             "sapphire_canary_objects": canary_objects,
             "sapphire_canary_state": canary_state,

@@ -80,3 +80,28 @@ def test_a_tier_is_promoted_when_every_stable_deployment_runs_the_release_and_no
     assert canary.canary_state([stable, made], "B")["promoted"] is False, "a canary is still running"
     assert canary.canary_state([stable], "C")["promoted"] is False
     assert canary.canary_state([], "B")["promoted"] is False
+
+
+def pointer(current: str | None) -> dict[str, Any]:
+    """A cluster's read of ConfigMap sapphire-releases (none: the cluster has no platform yet)."""
+    return {"resources": [] if current is None else [{"data": {"current": current, "previous": "A"}}]}
+
+
+@pytest.mark.parametrize(("pointers", "strategy", "plan"), [
+    ([pointer("B"), pointer("B")], "canary", {"running": ["B"], "changes": True, "stable": "B"}),
+    ([pointer("B"), pointer("B")], "rolling", {"running": ["B"], "changes": True, "stable": ""}),
+    ([pointer("C"), pointer("C")], "canary", {"running": ["C"], "changes": False, "stable": ""}),  # already running
+    ([pointer(None), {"failed": True, "msg": "no cluster yet"}], "canary",
+     {"running": [], "changes": False, "stable": ""}),  # a first deploy: nothing to gate or compare with
+    ([pointer("B"), pointer("A"), pointer(None)], "canary", {"running": ["A", "B"], "changes": True, "stable": ""}),
+    ([pointer("C"), pointer("B")], "rolling", {"running": ["B", "C"], "changes": True, "stable": ""}),
+])
+def test_the_release_plan_names_what_runs_whether_it_changes_and_the_stable_release(
+        pointers: list[dict[str, Any]], strategy: str, plan: dict[str, Any]) -> None:
+    """deploy.yml's preflight: the gate asks when any cluster runs another release; a canary compares with the one
+    release every cluster runs (two differing releases are refused by the preflight's assert)."""
+    assert canary.release_plan(pointers, "C", strategy) == plan
+
+
+def test_a_release_from_minus_e_is_compared_as_text() -> None:
+    assert canary.release_plan([pointer("2026.12")], 2026.12, "canary")["changes"] is False
