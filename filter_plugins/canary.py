@@ -66,13 +66,17 @@ def canary_objects(rendered: list[Mapping[str, Any]], accelerated: bool = False)
 def canary_ensemble(agents: list[Mapping[str, Any]], stable: str, release: str, promoted: list[str],
                     canary_tier: str = "") -> list[dict[str, Any]]:
     """Filter: what the synthetic workload simulates during a canary: every agent at its release (the new one in the
-    promoted tiers, else the stable one) and, for canary_tier, one canary instance per agent at the new release."""
+    promoted tiers, else the stable one) and, for canary_tier, one canary instance per agent at the new release.
+
+    A canary instance is its agent, as a canary pod is (AGENT_NAME is the agent's): it beats, trades and keeps
+    positions under the agent's name and differs by its release label only. So a canary leaves no heartbeat of an
+    agent that is not in trading_agents behind (which validate warns of as heartbeat_unexpected)."""
     ensemble = []
     for agent in agents or []:
         tier = str(agent.get("tier"))
         ensemble.append({**agent, "release": release if tier in (promoted or []) else stable})
         if tier == canary_tier and int(agent.get("replicas", 1) or 0) > 0:
-            ensemble.append({**agent, "name": f"{agent['name']}{CANARY_SUFFIX}", "replicas": 1, "release": release})
+            ensemble.append({**agent, "replicas": 1, "release": release})
     return ensemble
 
 

@@ -34,7 +34,7 @@ analysis = load_library_module("sapphire_release_analysis")  # module_utils impo
 REPO = Path(__file__).resolve().parents[2]
 STABLE, CANARY = "2026.11.0", "2026.12.1"
 AGENTS = [{"name": "breakout", "strategy": "breakout", "tier": "lightweight", "replicas": 1},
-          {"name": "breakout-canary", "strategy": "breakout", "tier": "lightweight", "replicas": 1,
+          {"name": "breakout", "strategy": "breakout", "tier": "lightweight", "replicas": 1,
            "release": CANARY}]
 
 

@@ -51,9 +51,18 @@ def test_a_canary_is_one_replica_beside_the_stable_deployment_selected_by_its_tr
 def test_the_workload_runs_the_promoted_tiers_new_and_one_canary_per_agent_of_the_tier() -> None:
     ensemble = canary.canary_ensemble(AGENTS, "A", "B", ["lightweight"], "standard")
     assert [(item["name"], item["replicas"], item["release"]) for item in ensemble] == [
-        ("scalping", 1, "A"), ("momentum", 2, "A"), ("momentum-canary", 1, "B"), ("volatility", 0, "A"),
+        ("scalping", 1, "A"), ("momentum", 2, "A"), ("momentum", 1, "B"), ("volatility", 0, "A"),
         ("breakout", 1, "B")]
     assert [item["release"] for item in canary.canary_ensemble(AGENTS, "A", "B", [])] == ["A"] * 4
+
+
+def test_a_canary_instance_is_its_agent_so_it_leaves_no_unknown_heartbeat_behind() -> None:
+    """The workload writes each instance's heartbeat under its name; validate warns of a name not in trading_agents.
+    A canary pod reports as its agent (AGENT_NAME), and so does the simulated one."""
+    for tier in ("lightweight", "standard", "accelerated"):
+        ensemble = canary.canary_ensemble(AGENTS, "A", "B", [], tier)
+        assert {item["name"] for item in ensemble} == {agent["name"] for agent in AGENTS}
+        assert len(ensemble) == len(AGENTS) + 1, "one canary instance beside the stable ones"
 
 
 def test_outcomes_are_appended_to_the_pointer_and_survive_the_next_release_and_a_rollback() -> None:
