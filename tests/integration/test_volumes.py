@@ -115,12 +115,15 @@ def test_claims_bind_through_more_namespace_cycles_than_the_pool_has_volumes(loc
     # Claims that exist throughout: one bound, one deleted while a pod still uses it (Terminating).
     keep = f"vol-keep-{suffix}"
     create(local_clusters, namespace(keep))
-    create(local_clusters, claim("kept", keep, "10Gi"), claim("in-use", keep, "10Gi"), {
+    create(local_clusters, claim("kept", keep, "10Gi"), claim("in-use", keep, "10Gi"))
+    kept = bound_volumes(local_clusters, keep, ["kept", "in-use"])
+    # The pod comes once its claim is bound: created beside it, the scheduler's first try finds the claim unbound, and
+    # its retry may wait for the scheduler's periodic flush of unschedulable pods.
+    create(local_clusters, {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "user", "namespace": keep},
         "spec": {"containers": [{"name": "main", "image": "registry.example/sapphire/probe:1.0",
                                  "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                  "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "in-use"}}]}})
-    kept = bound_volumes(local_clusters, keep, ["kept", "in-use"])
     # The claim protection keeps a claim while a pod *scheduled* to a node uses it (whether that node's kubelet has
     # started it yet or not), so that is what is waited for: the fake kubelet's pace is not part of this test.
     # A ceiling, not a speed: under the full suite's load the scheduler took over 60 s once.
