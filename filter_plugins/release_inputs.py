@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -37,11 +36,11 @@ def _load(relative: str) -> ModuleType:
 _analysis = _load("module_utils/sapphire_analysis.py")
 _market_hours = _load("module_utils/sapphire_market_hours.py")
 _misbehaviour = _load("workload/sapphire_workload/misbehaviour.py")
+_service_inputs = _load("filter_plugins/service_inputs.py")  # its Prometheus duration (monitoring_* retention, for)
 
 ANALYSIS_KEYS = ("interval", "count", "window", "initial_delay", "metrics")
 # The placeholders a query may use: the run passes these (roles/agents/tasks/canary_tier.yml).
 ANALYSIS_ARGS = {"release": "new", "stable": "old", "tier": "tier", "window": "2m"}
-PROMETHEUS_DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")
 
 
 def _number(value: Any) -> float | None:
@@ -71,7 +70,7 @@ def canary_analysis_problems(analysis: Any, name: str = "agents_canary_analysis"
     count = _number(analysis.get("count", 1))
     if count is None or count < 1 or count != int(count):
         problems.append(f"{name}.count must be a whole number >= 1, got {analysis.get('count')!r}")
-    if not PROMETHEUS_DURATION.match(str(analysis.get("window", ""))):
+    if not _service_inputs.PROMETHEUS_DURATION.match(str(analysis.get("window", ""))):
         problems.append(f"{name}.window must be a Prometheus duration such as 2m, got {analysis.get('window')!r}")
     metrics = analysis.get("metrics")
     if not isinstance(metrics, list):
