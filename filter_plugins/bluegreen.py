@@ -4,7 +4,8 @@ record of both kept in the release pointer (ConfigMap sapphire-releases, key `co
 
 A plan is {color: the color this release runs in, serving: the color the Service selects ('' while none was ever
 made live), switch: whether the Service must move to `color` once it is ready and analysed, releases: {color:
-release} after this deploy}. The color not serving keeps its release running for a fast switch back (rollback.yml)."""
+release} after this deploy, stable: the release serving now ('' on a first deploy)}. The color not serving keeps its
+release running for a fast switch back (rollback.yml)."""
 
 from __future__ import annotations
 
@@ -42,13 +43,16 @@ def coordinator_plan(pointer: Mapping[str, Any] | None, release: Any) -> dict[st
     ready; the release the live color runs: nothing to switch; another release: the other color, then the switch)."""
     release = str(release)
     record = _record(pointer)
-    if not record:
-        return {"color": COLORS[0], "serving": "", "switch": True, "releases": {COLORS[0]: release}}
+    if not record:  # the release running before blue-green (a single Deployment), if any, is what the analysis compares
+        return {"color": COLORS[0], "serving": "", "switch": True, "releases": {COLORS[0]: release},
+                "stable": str((pointer or {}).get("current") or "")}
     active = record["active"]
-    if record["releases"].get(active) == release:
-        return {"color": active, "serving": active, "switch": False, "releases": record["releases"]}
+    stable = record["releases"].get(active, "")
+    if stable == release:
+        return {"color": active, "serving": active, "switch": False, "releases": record["releases"], "stable": stable}
     color = COLORS[1 - COLORS.index(active)]
-    return {"color": color, "serving": active, "switch": True, "releases": {**record["releases"], color: release}}
+    return {"color": color, "serving": active, "switch": True, "releases": {**record["releases"], color: release},
+            "stable": stable}
 
 
 def coordinator_switched(plan: Mapping[str, Any]) -> dict[str, Any]:

@@ -53,8 +53,9 @@ def _number(value: Any) -> float | None:
         return None
 
 
-def canary_analysis_problems(analysis: Any, name: str = "agents_canary_analysis") -> list[str]:
-    """Filter: everything wrong with the canary analysis (its schedule and its metrics), each naming the field."""
+def canary_analysis_problems(analysis: Any, name: str = "agents_canary_analysis", least_count: int = 1) -> list[str]:
+    """Filter: everything wrong with a release analysis (its schedule and its metrics), each naming the field;
+    least_count 0 where count 0 turns the analysis off (agents_coordinator_analysis)."""
     if not isinstance(analysis, dict):
         return [f"{name} must be a dict with {', '.join(ANALYSIS_KEYS)}, got {analysis!r}"]
     problems = []
@@ -68,8 +69,8 @@ def canary_analysis_problems(analysis: Any, name: str = "agents_canary_analysis"
         if value is None or value < least:
             problems.append(f"{name}.{key} must be a number of seconds >= {least:g}, got {analysis.get(key)!r}")
     count = _number(analysis.get("count", 1))
-    if count is None or count < 1 or count != int(count):
-        problems.append(f"{name}.count must be a whole number >= 1, got {analysis.get('count')!r}")
+    if count is None or count < least_count or count != int(count):
+        problems.append(f"{name}.count must be a whole number >= {least_count}, got {analysis.get('count')!r}")
     if not _service_inputs.PROMETHEUS_DURATION.match(str(analysis.get("window", ""))):
         problems.append(f"{name}.window must be a Prometheus duration such as 2m, got {analysis.get('window')!r}")
     metrics = analysis.get("metrics")

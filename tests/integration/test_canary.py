@@ -1,12 +1,15 @@
 """deploy.yml -e deploy_strategy=canary on the local default: a bad release is aborted by its analysis, a good one
-promoted tier by tier.
+promoted tier by tier; then the coordinator is released blue-green (agents_coordinator_blue_green), its new color
+analysed before the Service moves to it.
 
 The whole local default runs (its Redis, PostgreSQL, Prometheus scraping the synthetic workload) with the platform in a
 throw-away namespace. Release 2026.12.1 told to misbehave (errors, silent heartbeats, slow decisions:
 workload_misbehave) is aborted on its first tier, lightweight: the canaries are removed, every agent still runs
 2026.11.0 and the outcome is in the release history. The same release behaving is promoted tier by tier (lightweight,
 standard, heavy, then the accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current
-release.
+release. Release 2026.12.2 with blue-green turned on: a coordinator erring and slow is not switched to (its color is
+removed, the Service keeps the coordinator from before), a behaving one is (the Service selects blue, the single
+Deployment is gone).
 """
 
 from __future__ import annotations
@@ -30,6 +33,10 @@ SHIPPED = yaml.safe_load((REPO / "roles" / "agents" / "defaults" / "main.yml").r
 # The shipped queries and conditions, measured sooner: rates over 30 s (two of the local Prometheus' 15 s scrapes), the
 # first measurement after 35 s (past the window: the aborted canary's samples are out of it).
 ANALYSIS = {**SHIPPED, "interval": 5, "count": 2, "window": "30s", "initial_delay": 35}
+COORDINATOR_ANALYSIS = {
+    **yaml.safe_load((REPO / "roles" / "agents" / "defaults" / "main.yml").read_text())["agents_coordinator_analysis"],
+    "interval": 5, "count": 2, "window": "30s", "initial_delay": 35}
+BLUE_GREEN = "2026.12.2"
 # No losses: the local default's trades are shared with the rest of the suite, whose loss limits must hold (the
 # analysis of losses is test_release_analysis.py's, on servers of its own).
 BAD = {"release": NEW, "error_rate": 0.5, "stale_heartbeats": True, "latency_seconds": 2}
@@ -121,3 +128,39 @@ def test_a_good_release_is_promoted_tier_by_tier(platform: str, local_clusters: 
         "deploy_strategy": "canary", "agents_canary_analysis": ANALYSIS})
     assert again.rc == 0, again.explain()
     assert again.changed == 0, again.changed_tasks()
+
+
+def coordinator(clusters: LocalClusters, namespace: str) -> tuple[dict[str, str], str | None]:
+    """The coordinator Deployments (name: release) and the color the Service selects (None: no color)."""
+    items = kube(clusters, namespace, "get", "deployments", "-l", "app.kubernetes.io/component=coordinator")["items"]
+    service = kube(clusters, namespace, "get", "service", "trading-coordinator")
+    return ({item["metadata"]["name"]: item["metadata"]["labels"]["app.kubernetes.io/version"] for item in items},
+            service["spec"]["selector"].get("sapphire.io/color"))
+
+
+def test_a_misbehaving_coordinator_is_not_switched_to(platform: str, local_clusters: LocalClusters) -> None:
+    before = coordinator(local_clusters, platform)
+    assert before == ({"trading-coordinator": NEW}, None)
+    result = deploy(platform, sapphire_release=BLUE_GREEN, agents_coordinator_blue_green=True,
+                    agents_coordinator_analysis=COORDINATOR_ANALYSIS,
+                    workload_misbehave={"release": BLUE_GREEN, "error_rate": 0.5, "latency_seconds": 2})
+    said = " ".join((result.stdout + result.stderr).split())
+    assert result.rc != 0
+    assert f"The coordinator of release {BLUE_GREEN} was aborted: Failed:" in said, said[-4000:]
+    assert coordinator(local_clusters, platform) == before, "the new color is removed, the Service did not move"
+    assert kube(local_clusters, platform, "get", "configmap", "sapphire-releases")["data"]["current"] == NEW
+    last = outcomes(local_clusters, platform)[-1]
+    assert (last["release"], last["tier"], last["outcome"]) == (BLUE_GREEN, "coordinator", "aborted"), last
+
+
+def test_a_behaving_coordinator_is_switched_to_once_analysed(platform: str, local_clusters: LocalClusters) -> None:
+    result = deploy(platform, sapphire_release=BLUE_GREEN, agents_coordinator_blue_green=True,
+                    agents_coordinator_analysis=COORDINATOR_ANALYSIS)
+    assert result.rc == 0, (result.stdout + result.stderr)[-6000:]
+    assert coordinator(local_clusters, platform) == ({"trading-coordinator-blue": BLUE_GREEN}, "blue")
+    last = outcomes(local_clusters, platform)[-1]
+    assert (last["release"], last["tier"], last["outcome"]) == (BLUE_GREEN, "coordinator", "switched"), last
+    assert last["detail"].startswith("Successful"), last
+    pointer = kube(local_clusters, platform, "get", "configmap", "sapphire-releases")["data"]
+    assert (pointer["current"], json.loads(pointer["coordinator"])) == (
+        BLUE_GREEN, {"active": "blue", "releases": {"blue": BLUE_GREEN}})

@@ -13,18 +13,23 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sapphire_testlib import LocalClusters, run_playbook
+import yaml
+from sapphire_testlib import REPO_ROOT, LocalClusters, run_playbook
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 RELEASE_A, RELEASE_B, RELEASE_C = "2026.11.0", "2026.12.1", "2026.12.2"
 AGENTS = [{"name": "breakout", "strategy": "breakout", "tier": "lightweight", "replicas": 1}]
+# Switched once ready: the throw-away namespace serves no traffic to analyse (test_canary.py analyses a switch).
+NOT_ANALYSED = {**yaml.safe_load((REPO_ROOT / "roles" / "agents" / "defaults" / "main.yml").read_text())[
+    "agents_coordinator_analysis"], "count": 0}
 
 
 def platform_vars(namespace: str, **extra: Any) -> dict[str, Any]:
     # Not a test of the trading-aware gate (test_trading_gate.py): the throw-away namespace trades nothing.
     return {"sapphire_namespace": namespace, "workload_enabled": False, "agents_gate_enabled": False,
             "trading_agents": AGENTS, "agents_coordinator_blue_green": True,
+            "agents_coordinator_analysis": NOT_ANALYSED,
             "coordinator_min_replicas": 1, "agents_coordinator_min_replicas": 1, **extra}
 
 

@@ -21,17 +21,21 @@ def pointer(active: str, **releases: str) -> dict[str, str]:
 
 def test_a_first_deploy_runs_blue_and_serves_it_only_once_it_is_ready() -> None:
     plan = bluegreen.coordinator_plan({}, "A")
-    assert plan == {"color": "blue", "serving": "", "switch": True, "releases": {"blue": "A"}}
+    assert plan == {"color": "blue", "serving": "", "switch": True, "releases": {"blue": "A"}, "stable": ""}
+    # turned on where a single Deployment runs Z: the analysis compares A with Z
+    assert bluegreen.coordinator_plan({"current": "Z"}, "A")["stable"] == "Z"
 
 
 def test_the_release_the_live_color_runs_changes_nothing() -> None:
     plan = bluegreen.coordinator_plan(pointer("green", blue="A", green="B"), "B")
-    assert plan == {"color": "green", "serving": "green", "switch": False, "releases": {"blue": "A", "green": "B"}}
+    assert plan == {"color": "green", "serving": "green", "switch": False, "releases": {"blue": "A", "green": "B"},
+                    "stable": "B"}
 
 
 def test_a_new_release_goes_to_the_idle_color_while_the_live_one_keeps_serving() -> None:
     plan = bluegreen.coordinator_plan(pointer("blue", blue="A", green="Z"), "B")
-    assert plan == {"color": "green", "serving": "blue", "switch": True, "releases": {"blue": "A", "green": "B"}}
+    assert plan == {"color": "green", "serving": "blue", "switch": True, "releases": {"blue": "A", "green": "B"},
+                    "stable": "A"}
     switched = bluegreen.coordinator_switched(plan)
     assert (switched["serving"], switched["switch"]) == ("green", False)
 
@@ -66,7 +70,7 @@ def test_a_rollback_serves_the_color_of_the_release_rolled_back_to_and_keeps_the
     assert json.loads(after["coordinator"]) == {"active": "blue", "releases": {"blue": "A", "green": "B"}}
     # the next deploy of B goes back to green, which still runs it
     assert bluegreen.coordinator_plan(after, "B") == {"color": "green", "serving": "blue", "switch": True,
-                                                      "releases": {"blue": "A", "green": "B"}}
+                                                      "releases": {"blue": "A", "green": "B"}, "stable": "A"}
 
 
 def test_a_rollback_to_a_release_from_before_blue_green_drops_the_record() -> None:

@@ -67,6 +67,16 @@ def test_a_bad_schedule_is_named(change: dict[str, Any], message: str) -> None:
     assert any(problem.startswith(message) for problem in problems), problems
 
 
+def test_the_coordinator_analysis_is_named_as_its_own_variable_and_may_be_turned_off() -> None:
+    shipped = AGENTS_DEFAULTS["agents_coordinator_analysis"]
+    assert inputs.canary_analysis_problems(shipped, "agents_coordinator_analysis", 0) == []
+    assert inputs.canary_analysis_problems({**shipped, "count": 0}, "agents_coordinator_analysis", 0) == []
+    assert inputs.canary_analysis_problems({**shipped, "count": -1}, "agents_coordinator_analysis", 0) == [
+        "agents_coordinator_analysis.count must be a whole number >= 0, got -1"]
+    assert inputs.canary_analysis_problems({**shipped, "window": "soon"}, "agents_coordinator_analysis", 0) == [
+        "agents_coordinator_analysis.window must be a Prometheus duration such as 2m, got 'soon'"]
+
+
 def test_numbers_from_a_survey_or_minus_e_are_numbers() -> None:
     assert inputs.canary_analysis_problems(analysis(interval="30", count="3", initial_delay="0")) == []
 

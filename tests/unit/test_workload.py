@@ -25,6 +25,7 @@ from sapphire_workload.writer import (
     Agent,
     StaleEpoch,
     WriterState,
+    coordinator_round,
     load_agents,
     next_pnl,
     write_round,
@@ -428,6 +429,24 @@ def test_the_misbehaving_release_errs_goes_silent_loses_and_slows_and_only_it() 
     buckets = parse_prometheus_text(metrics.render())["sapphire_decision_latency_seconds_bucket"]
     fast = {labels["release"]: value for labels, value in buckets if labels["le"] == "2.5"}
     assert fast == {"r1": 40, "r2": 0}, "every r2 decision took over 3 s, none of r1's"
+
+
+def test_each_coordinator_color_serves_as_its_release_and_only_the_misbehaving_one_fails() -> None:
+    """A blue-green switch: the live color's coordinator at r1, the new one at r2 (--coordinator-releases r1,r2)."""
+    assert parse_args(["--agents=/dev/null", "--release=r1"]).coordinator_releases == ["r1"]
+    releases = parse_args(["--agents=/dev/null", "--release=r1", "--coordinator-releases=r1, r2"]).coordinator_releases
+    assert releases == ["r1", "r2"]
+    metrics = Registry()
+    for _ in range(10):
+        coordinator_round(releases, random.SystemRandom(), metrics,
+                          Misbehaviour(release="r2", error_rate=1.0, latency_seconds=3.0))
+    parsed = parse_prometheus_text(metrics.render())
+    requests = {(labels["release"], labels["code"]): value
+                for labels, value in parsed["sapphire_coordinator_requests_total"]}
+    assert requests == {("r1", "200"): 200, ("r1", "500"): 0, ("r2", "200"): 0, ("r2", "500"): 200}
+    fast = {labels["release"]: value for labels, value in parsed["sapphire_coordinator_request_duration_seconds_bucket"]
+            if labels["le"] == "2.5"}
+    assert fast == {"r1": 200, "r2": 0}, "every r2 request took over 3 s, none of r1's"
 
 
 @pytest.mark.parametrize(("value", "said"), [

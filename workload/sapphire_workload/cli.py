@@ -26,6 +26,7 @@ from sapphire_workload.writer import (
     STALE_EPOCH_REFUSALS,
     StaleEpoch,
     WriterState,
+    coordinator_round,
     load_agents,
     write_round,
 )
@@ -93,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help='JSON: what the instances of one release do wrong, e.g. {"release": "2026.12.2", '
                         '"error_rate": 0.5, "stale_heartbeats": true, "loss_per_trade": 50, "latency_seconds": 0.5} '
                         "(default: $SAPPHIRE_MISBEHAVE or nobody misbehaves)")
+    parser.add_argument("--coordinator-releases", default="",
+                        help="comma-separated releases whose coordinator serves requests (a blue-green switch: the "
+                        "live color's and the new one's; default: --release)")
     parser.add_argument("--once", action="store_true", help="write one round and exit (no HTTP server)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -107,6 +111,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.misbehave = parse_misbehaviour(json.loads(args.misbehave) if args.misbehave.strip() else None)
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
         parser.error(f"--misbehave: {exc}")
+    args.coordinator_releases = [item.strip() for item in args.coordinator_releases.split(",") if item.strip()] \
+        or [args.release]
     return args
 
 
@@ -147,6 +153,10 @@ class Workload:
         self.metrics.describe("sapphire_agent_realized_loss_usd_total", "counter",
                               "Realized losses in USD (the losing trades' P&L), by agent, tier and release")
         self.metrics.describe("sapphire_circuit_breaker_state", "gauge", "Breaker (0 closed, 1 half-open, 2 open)")
+        self.metrics.describe("sapphire_coordinator_requests_total", "counter",
+                              "Coordinator API requests by release and code")
+        self.metrics.describe("sapphire_coordinator_request_duration_seconds", "histogram",
+                              "Coordinator API request latency by release")
         self.metrics.describe("http_requests_total", "counter", "HTTP requests by handler and code")
         self.metrics.describe("http_request_duration_seconds", "histogram", "HTTP request latency")
         self.metrics.describe("sapphire_backup_last_success_timestamp_seconds", "gauge",
@@ -176,6 +186,7 @@ class Workload:
         try:
             write_round(client, self.pg(), self.agents, self.symbols, self.args.release, self.rng, self.state,
                         self.metrics, epoch=self.args.epoch, misbehave=self.args.misbehave)
+            coordinator_round(self.args.coordinator_releases, self.rng, self.metrics, self.args.misbehave)
             self.metrics.inc("workload_rounds_total")
             self.metrics.set("workload_last_round_timestamp_seconds", self.state.last_round_ts)
             self.export_backups(client)

@@ -28,6 +28,9 @@ INITIAL_PORTFOLIO_USD = 100000.0
 # promoted store; a store holding an older epoch is a fenced old primary and takes no writes.
 EPOCH_KEY = "sapphire:epoch"
 STALE_EPOCH_REFUSALS = "sapphire_workload_stale_epoch_refusals_total"
+# The coordinator's requests per round and release (--coordinator-releases: the live color's and a new one's).
+COORDINATOR_REQUESTS = 20
+COORDINATOR_LATENCY = (0.005, 0.05)
 # The positions each agent keeps (roles/agents: sapphire_positions_info reconciles them with the trades): one field per
 # symbol with the net quantity, _as_of the time of the last trade counted, _since that of the first.
 POSITIONS_KEY = "sapphire:positions:{agent}"
@@ -151,6 +154,24 @@ def keep_positions(redis_client: Any, trades: list[tuple[Any, ...]], as_of: str)
         pipe.hset(key, "_as_of", as_of)
         pipe.hsetnx(key, "_since", as_of)
     pipe.execute()
+
+
+def coordinator_round(releases: list[str], rng: random.Random, metrics: Registry,
+                      misbehave: Misbehaviour | None = None) -> None:
+    """One round of the coordinator's API requests for each release that runs a coordinator (blue-green: the live
+    color's and the new one's), in sapphire_coordinator_requests_total{release, code} and
+    sapphire_coordinator_request_duration_seconds{release}; `misbehave.release` fails its error_rate of them and
+    answers latency_seconds slower."""
+    for release in releases:
+        bad = misbehave if misbehave and misbehave.release == release else None
+        for _ in range(COORDINATOR_REQUESTS):
+            failed = bool(bad) and rng.random() < bad.error_rate
+            for code, happened in (("200", not failed), ("500", failed)):  # both series exist from the first round
+                metrics.inc("sapphire_coordinator_requests_total", 1.0 if happened else 0.0,
+                            labels={"release": release, "code": code})
+            metrics.observe("sapphire_coordinator_request_duration_seconds",
+                            rng.uniform(*COORDINATOR_LATENCY) + (bad.latency_seconds if bad else 0.0),
+                            labels={"release": release})
 
 
 def write_round(redis_client: Any, pg_conn: Any, agents: list[Agent], symbols: list[str], release: str,
