@@ -8,7 +8,7 @@ workload_misbehave) is aborted on its first tier, lightweight: the canaries are 
 2026.11.0 and the outcome is in the release history. The same release behaving is promoted tier by tier (lightweight,
 standard, heavy, then the accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current
 release. Release 2026.12.2 with blue-green turned on: a coordinator erring and slow is not switched to (its color is
-removed, the Service keeps the coordinator from before), a behaving one is (the Service selects blue, the single
+removed, the Service keeps the coordinator from before, the agents stay at 2026.12.1), a behaving one is (the Service selects blue, the single
 Deployment is gone).
 """
 
@@ -148,6 +148,7 @@ def test_a_misbehaving_coordinator_is_not_switched_to(platform: str, local_clust
     assert result.rc != 0
     assert f"The coordinator of release {BLUE_GREEN} was aborted: Failed:" in said, said[-4000:]
     assert coordinator(local_clusters, platform) == before, "the new color is removed, the Service did not move"
+    assert set(agent_releases(local_clusters, platform).values()) == {NEW}, "the agents were not touched"
     assert kube(local_clusters, platform, "get", "configmap", "sapphire-releases")["data"]["current"] == NEW
     last = outcomes(local_clusters, platform)[-1]
     assert (last["release"], last["tier"], last["outcome"]) == (BLUE_GREEN, "coordinator", "aborted"), last
