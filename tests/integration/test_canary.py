@@ -8,8 +8,8 @@ workload_misbehave) is aborted on its first tier, lightweight: the canaries are 
 2026.11.0 and the outcome is in the release history. The same release behaving is promoted tier by tier (lightweight,
 standard, heavy, then the accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current
 release. Release 2026.12.2 with blue-green turned on: a coordinator erring and slow is not switched to (its color is
-removed, the Service keeps the coordinator from before, the agents stay at 2026.12.1), a behaving one is (the Service selects blue, the single
-Deployment is gone).
+removed, the Service keeps the coordinator from before, the agents stay at 2026.12.1), a behaving one is (the
+Service selects blue, the single Deployment is gone).
 """
 
 from __future__ import annotations
