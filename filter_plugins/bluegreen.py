@@ -62,8 +62,12 @@ def coordinator_switched(plan: Mapping[str, Any]) -> dict[str, Any]:
 
 def coordinator_record(pointer: Mapping[str, Any] | None, plan: Mapping[str, Any]) -> dict[str, str]:
     """Filter: the pointer's data with the coordinator record of `plan` (the color serving, else the one live before;
-    a plan never made live keeps the record as it was)."""
+    a plan never made live keeps the record as it was). No plan (blue-green off): no record; a record left from
+    blue-green is dropped, as the single Deployment serves again."""
     data = {key: str(value) for key, value in (pointer or {}).items()}
+    if not plan:
+        data.pop(RECORD_KEY, None)
+        return data
     active = plan.get("serving") or _record(pointer).get("active") or ""
     if not active:
         return data

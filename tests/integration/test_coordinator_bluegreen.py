@@ -3,6 +3,7 @@
 In a throw-away namespace: release A as a single Deployment, then B with blue-green on (the migration: B runs in blue,
 the single Deployment is removed once the Service moved), then C (green, blue kept at B), then a rollback, which must
 move the Service back to blue without a rollout. A DR fence must stop both colors and a restore bring both back.
+Turned off again, the single Deployment comes back and the pointer's coordinator record is dropped.
 """
 
 from __future__ import annotations
@@ -111,3 +112,13 @@ def test_a_dr_fence_stops_both_colors_and_a_restore_brings_both_back(namespace: 
         assert result.rc == 0, result.explain()
         assert {name: item["replicas"] for name, item in
                 coordinator(local_clusters, namespace)["deployments"].items()} == expected, action
+
+
+def test_turning_blue_green_off_brings_the_single_deployment_back_and_drops_the_record(
+        namespace: str, local_clusters: LocalClusters) -> None:
+    deploy(namespace, RELEASE_C, agents_coordinator_blue_green=False)
+    state = coordinator(local_clusters, namespace)
+    # The colors are left for the operator to delete once the single Deployment serves (README: not automated).
+    assert state["deployments"]["trading-coordinator"]["release"] == RELEASE_C
+    assert state["services"]["trading-coordinator"] is None and "trading-coordinator-preview" in state["services"]
+    assert state["record"] == {}

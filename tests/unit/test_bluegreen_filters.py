@@ -56,6 +56,13 @@ def test_a_plan_never_switched_keeps_the_live_color_in_the_record() -> None:
     assert "coordinator" not in bluegreen.coordinator_record({}, bluegreen.coordinator_plan({}, "A"))
 
 
+def test_blue_green_turned_off_drops_the_record_and_keeps_the_rest_of_the_pointer() -> None:
+    data = lifecycle.release_pointer(pointer("green", blue="A", green="B"), "C")
+    after = bluegreen.coordinator_record(data, {})
+    assert "coordinator" not in after and (after["current"], after["previous"]) == ("C", "B")
+    assert bluegreen.coordinator_record({"current": "A"}, {}) == {"current": "A"}
+
+
 def objects(color: str, release: str) -> list[dict[str, Any]]:
     return [{"kind": "Deployment", "metadata": {"name": f"trading-coordinator-{color}",
                                                 "labels": {"app.kubernetes.io/version": release}}},
