@@ -9,7 +9,8 @@ workload_misbehave) is aborted on its first tier, lightweight: the canaries are 
 standard, heavy, then the accelerated tier, whose canary takes a stable replica's TPUs) and becomes the current
 release. Release 2026.12.2 with blue-green turned on: a coordinator erring and slow is not switched to (its color is
 removed, the Service keeps the coordinator from before, the agents stay at 2026.12.1), a behaving one is (the
-Service selects blue, the single Deployment is gone).
+Service selects blue, the single Deployment is gone). An inconclusive switch pauses, whatever agents_canary_decision
+says, until agents_coordinator_decision answers it.
 """
 
 from __future__ import annotations
@@ -165,3 +166,28 @@ def test_a_behaving_coordinator_is_switched_to_once_analysed(platform: str, loca
     pointer = kube(local_clusters, platform, "get", "configmap", "sapphire-releases")["data"]
     assert (pointer["current"], json.loads(pointer["coordinator"])) == (
         BLUE_GREEN, {"active": "blue", "releases": {"blue": BLUE_GREEN}})
+
+
+def test_an_inconclusive_switch_pauses_and_only_the_coordinators_decision_answers_it(
+        platform: str, local_clusters: LocalClusters) -> None:
+    undecided = {"interval": 1, "count": 1, "window": "30s", "initial_delay": 0, "metrics": [
+        {"name": "undecided", "query": "vector(0.5)", "success_condition": "< 0.1", "failure_condition": "> 0.9"}]}
+    paused_release = "2026.12.3"
+    # An answer meant for a paused canary tier must not skip the coordinator's analysis.
+    paused = deploy(platform, sapphire_release=paused_release, agents_coordinator_blue_green=True,
+                    agents_coordinator_analysis=undecided, agents_canary_decision="promote")
+    said = " ".join((paused.stdout + paused.stderr).split())
+    assert paused.rc != 0
+    assert f"The analysis of the coordinator of release {paused_release} is inconclusive" in said, said[-4000:]
+    assert coordinator(local_clusters, platform) == (
+        {"trading-coordinator-blue": BLUE_GREEN, "trading-coordinator-green": paused_release}, "blue")
+    assert set(agent_releases(local_clusters, platform).values()) == {BLUE_GREEN}
+    assert outcomes(local_clusters, platform)[-1]["outcome"] == "paused"
+
+    answered = deploy(platform, sapphire_release=paused_release, agents_coordinator_blue_green=True,
+                      agents_coordinator_analysis=undecided, agents_coordinator_decision="abort")
+    said = " ".join((answered.stdout + answered.stderr).split())
+    assert answered.rc != 0
+    assert "aborted: decided by agents_coordinator_decision=abort" in said, said[-4000:]
+    assert coordinator(local_clusters, platform) == ({"trading-coordinator-blue": BLUE_GREEN}, "blue")
+    assert outcomes(local_clusters, platform)[-1]["outcome"] == "aborted"
