@@ -38,6 +38,12 @@ def _record(pointer: Mapping[str, Any] | None) -> dict[str, Any]:
     return {"active": active, "releases": {color: str(release) for color, release in releases.items()}}
 
 
+def _cleared(data: dict[str, str]) -> dict[str, str]:
+    """The pointer's data without a coordinator record: emptied where there was one, not left out (the apply compares
+    only the keys it sends, so a key left out would stay)."""
+    return {**data, RECORD_KEY: ""} if data.get(RECORD_KEY) else data
+
+
 def coordinator_plan(pointer: Mapping[str, Any] | None, release: Any) -> dict[str, Any]:
     """Filter: the plan of deploying `release`, from the release pointer's data (first deploy: blue, made live once
     ready; the release the live color runs: nothing to switch; another release: the other color, then the switch)."""
@@ -66,8 +72,7 @@ def coordinator_record(pointer: Mapping[str, Any] | None, plan: Mapping[str, Any
     blue-green is dropped, as the single Deployment serves again."""
     data = {key: str(value) for key, value in (pointer or {}).items()}
     if not plan:
-        data.pop(RECORD_KEY, None)
-        return data
+        return _cleared(data)
     active = plan.get("serving") or _record(pointer).get("active") or ""
     if not active:
         return data
@@ -92,8 +97,7 @@ def coordinator_after_rollback(pointer: Mapping[str, Any] | None, objects: list[
             releases[name[len(NAME) + 1:]] = str(((obj.get("metadata") or {}).get("labels") or {})
                                                  .get("app.kubernetes.io/version", ""))
     if active not in COLORS:
-        data.pop(RECORD_KEY, None)
-        return data
+        return _cleared(data)
     data[RECORD_KEY] = json.dumps({"active": active, "releases": dict(sorted(releases.items()))}, sort_keys=True)
     return data
 

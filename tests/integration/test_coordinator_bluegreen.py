@@ -100,6 +100,12 @@ def test_a_rollback_switches_back_to_blue_without_a_rollout(namespace: str, loca
     assert state["deployments"] == before  # same releases and revisions: no pod was replaced
     assert state["services"]["trading-coordinator"] == "blue"
     assert state["record"] == {"active": "blue", "releases": {"blue": RELEASE_B, "green": RELEASE_C}}
+    # Recording a release alone (--tags release: the pointer moves, nothing is applied) plans the colors it records:
+    # blue still serves.
+    recorded = run_playbook("deploy.yml", limit="local-primary", tags="release",
+                            extra_vars=platform_vars(namespace, sapphire_release=RELEASE_C))
+    assert recorded.rc == 0, recorded.explain()
+    assert coordinator(local_clusters, namespace)["record"] == state["record"]
 
 
 def test_a_dr_fence_stops_both_colors_and_a_restore_brings_both_back(namespace: str,

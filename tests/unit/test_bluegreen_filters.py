@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from ansible.errors import AnsibleFilterError
-from conftest import load_module
+from conftest import REPO_ROOT, load_module
 
 bluegreen = load_module("bluegreen", "filter_plugins")
 lifecycle = load_module("lifecycle", "filter_plugins")
@@ -59,7 +60,8 @@ def test_a_plan_never_switched_keeps_the_live_color_in_the_record() -> None:
 def test_blue_green_turned_off_drops_the_record_and_keeps_the_rest_of_the_pointer() -> None:
     data = lifecycle.release_pointer(pointer("green", blue="A", green="B"), "C")
     after = bluegreen.coordinator_record(data, {})
-    assert "coordinator" not in after and (after["current"], after["previous"]) == ("C", "B")
+    assert after["coordinator"] == "" and (after["current"], after["previous"]) == ("C", "B")
+    assert bluegreen.coordinator_plan(after, "D")["serving"] == ""  # an emptied record is no record
     assert bluegreen.coordinator_record({"current": "A"}, {}) == {"current": "A"}
 
 
@@ -82,7 +84,8 @@ def test_a_rollback_serves_the_color_of_the_release_rolled_back_to_and_keeps_the
 
 def test_a_rollback_to_a_release_from_before_blue_green_drops_the_record() -> None:
     single = [{"kind": "Service", "metadata": {"name": "trading-coordinator"}, "spec": {"selector": {}}}]
-    assert "coordinator" not in bluegreen.coordinator_after_rollback(pointer("blue", blue="A"), single)
+    assert bluegreen.coordinator_after_rollback(pointer("blue", blue="A"), single)["coordinator"] == ""
+    assert "coordinator" not in bluegreen.coordinator_after_rollback({"current": "A"}, single)
 
 
 @pytest.mark.parametrize("record", ['{"active": "red", "releases": {}}', '{"active": "blue", "releases": {"red": "A"}}',
@@ -90,3 +93,15 @@ def test_a_rollback_to_a_release_from_before_blue_green_drops_the_record() -> No
 def test_a_damaged_record_is_refused_not_guessed(record: str) -> None:
     with pytest.raises(AnsibleFilterError, match="coordinator record"):
         bluegreen.coordinator_plan({"coordinator": record}, "A")
+
+
+def test_a_run_with_tags_release_plans_the_colors_it_records() -> None:
+    """release.yml writes the plan into the pointer: `deploy.yml --tags release` must plan too, or it would record the
+    colors wrong. An include's tags do not reach the tasks it includes: each task carries them."""
+    main = yaml.safe_load((REPO_ROOT / "roles" / "agents" / "tasks" / "main.yml").read_text())
+    include = next(task for task in main if task.get("ansible.builtin.include_tasks") == "bluegreen_plan.yml")
+    assert "release" in include["tags"]
+    planned = yaml.safe_load((REPO_ROOT / "roles" / "agents" / "tasks" / "bluegreen_plan.yml").read_text())
+    assert planned and all("release" in task.get("tags", []) for task in planned)
+    recorded = yaml.safe_load((REPO_ROOT / "roles" / "agents" / "tasks" / "release.yml").read_text())
+    assert any("sapphire_coordinator_record" in json.dumps(task) for task in recorded)
