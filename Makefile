@@ -67,15 +67,17 @@ down: venv ## Stop the local default (workload, servers, clusters); keeps the Re
 purge: down ## down, then delete every local state and data directory (.local) — data is lost
 	rm -rf .local/redis .local/postgres .local/prometheus .local/workload .local/reports .local/backups .local/backup-store
 
-test: setup lint unit integration molecule secret-scan ## Everything CI runs
+test: setup ## Everything CI runs: lint beside the unit tests (2 CPUs), then the stages that use the local default
+	$(MAKE) -j2 --output-sync=target lint unit
+	$(MAKE) integration molecule secret-scan
 
 lint: venv
 	yamllint -s .
 	ansible-lint
 	ruff check .
 
-unit: venv
-	pytest -q tests/unit $(PYTEST_ARGS)
+unit: venv ## Two pytest-xdist workers: the unit tests share no state
+	pytest -q -n 2 tests/unit $(PYTEST_ARGS)
 
 integration: setup ## Two pytest-xdist workers: the local default's tests on one, self-contained server tests beside it
 	pytest -q -n $(INTEGRATION_WORKERS) --dist loadgroup --durations=30 tests/integration $(PYTEST_ARGS)

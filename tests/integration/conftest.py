@@ -72,6 +72,27 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             member.add_marker(pytest.mark.xdist_group(group))
 
 
+# Seconds spent per worker and per group (setup, call and teardown), summed on the controller: where the stage's time
+# goes, printed after the run so that the CI log says which worker bounds it.
+_SPENT: dict[tuple[str, str], float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    worker = getattr(getattr(report, "node", None), "gateway", None)
+    key = (worker.id if worker else "main", report.nodeid.rpartition("@")[2] if "@" in report.nodeid else "-")
+    _SPENT[key] = _SPENT.get(key, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _SPENT:
+        return
+    terminalreporter.section("time per worker and group (setup + call + teardown)")
+    for worker in sorted({w for w, _ in _SPENT}):
+        groups = sorted(((s, g) for (w, g), s in _SPENT.items() if w == worker), reverse=True)
+        terminalreporter.write_line(f"{worker}: {sum(s for s, _ in groups):.0f} s: "
+                                    + ", ".join(f"{g} {s:.0f} s" for s, g in groups))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
