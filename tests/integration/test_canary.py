@@ -43,8 +43,9 @@ BLUE_GREEN = "2026.12.2"
 BAD = {"release": NEW, "error_rate": 0.5, "stale_heartbeats": True, "latency_seconds": 2}
 
 
-def deploy(namespace: str, **extra: Any) -> Any:
-    return run_playbook("deploy.yml", json_output=False, timeout=2400,
+def deploy(namespace: str, limit: str | None = CLUSTER, **extra: Any) -> Any:
+    """deploy.yml on the primary region alone (limit): the servers and the DR cluster are not what a release changes."""
+    return run_playbook("deploy.yml", json_output=False, timeout=2400, limit=limit,
                         extra_vars={"sapphire_namespace": namespace, "agents_coordinator_min_replicas": 1, **extra})
 
 
@@ -66,11 +67,12 @@ def outcomes(clusters: LocalClusters, namespace: str) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def platform(local_clusters: LocalClusters) -> Iterator[str]:
     namespace = f"it-canary-{uuid.uuid4().hex[:6]}"
-    first = deploy(namespace, sapphire_release=STABLE)
+    # The whole platform first: the module may be the suite's first to need the servers (Redis, PostgreSQL, Prometheus).
+    first = deploy(namespace, limit=None, sapphire_release=STABLE)
     assert first.rc == 0, first.explain()
     yield namespace
-    # Waited for on local-primary: its accelerated agent holds TPUs the next module (test_capacity) counts as free.
     local_clusters.kubectl("local-dr", "delete", "namespace", namespace, "--wait=false", check=False)
+    # Waited for on local-primary: its accelerated agent holds TPUs the next module (test_capacity) counts as free.
     local_clusters.kubectl(CLUSTER, "delete", "namespace", namespace, "--wait=true", "--timeout=180s", check=False)
 
 
@@ -124,7 +126,7 @@ def test_a_good_release_is_promoted_tier_by_tier(platform: str, local_clusters: 
                         ("accelerated", "promoted")], promoted
 
     # The release now runs: the same deploy again is no release, finds everything in place and changes nothing.
-    again = run_playbook("deploy.yml", timeout=2400, extra_vars={
+    again = run_playbook("deploy.yml", timeout=2400, limit=CLUSTER, extra_vars={
         "sapphire_namespace": platform, "agents_coordinator_min_replicas": 1, "sapphire_release": NEW,
         "deploy_strategy": "canary", "agents_canary_analysis": ANALYSIS})
     assert again.rc == 0, again.explain()
