@@ -3,21 +3,15 @@ target turned into pgBackRest's arguments, and the retention by backup id."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 
-_spec = importlib.util.spec_from_file_location("sapphire_backup_filters",
-                                               Path(__file__).resolve().parents[2] / "filter_plugins" / "backups.py")
-assert _spec and _spec.loader
-backups = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_backup_filters"] = backups
-_spec.loader.exec_module(backups)
+backups = load_module("backups", "filter_plugins")
 
 # `pgbackrest --output=json info` of the local default after one backup.yml run (two repositories, one full each).
 INFO = json.loads((Path(__file__).parent / "data" / "pgbackrest-info.json").read_text())

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("benchlib", REPO_ROOT / "bench" / "benchlib.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["benchlib"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-benchlib = _load()
+benchlib = load_module("benchlib", "bench")
 SECRETS = {name: f"test-{name}" for name in benchlib.SECRET_NAMES}
 
 

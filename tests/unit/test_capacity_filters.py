@@ -9,19 +9,15 @@ total; the platform's own pods in the namespace being deployed are replaced by t
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_filters_capacity",
-                                               REPO_ROOT / "filter_plugins" / "sapphire.py")
-assert _spec and _spec.loader
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+filters = load_module("sapphire", "filter_plugins")
 
 NAMESPACE = "trading-system"
 TIERS: dict[str, Any] = yaml.safe_load((REPO_ROOT / "inventories" / "common" / "agent_tiers.yml").read_text())[

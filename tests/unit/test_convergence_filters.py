@@ -10,15 +10,13 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 from pathlib import Path
 from typing import Any
 
+from conftest import load_module
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_filters_cluster", REPO_ROOT / "filter_plugins" / "sapphire.py")
-assert _spec and _spec.loader
-filters = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(filters)
+filters = load_module("sapphire", "filter_plugins")
 
 NODE = {"apiVersion": "v1", "kind": "Node",
         "metadata": {"name": "local-primary-tpu-0", "labels": {"cloud.google.com/gke-tpu-topology": "2x2"},

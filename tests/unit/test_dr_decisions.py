@@ -2,31 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ansible.errors import AnsibleFilterError
+from conftest import load_module
 from test_topology import CLUSTERS, LOCAL
 from test_topology import REDIS as REDIS_HOME
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load(name: str, path: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-dr = _load("sapphire_dr_filters", "filter_plugins/dr.py")
-topo = _load("sapphire_topology_filters_for_dr", "filter_plugins/topology.py")
+dr = load_module("dr", "filter_plugins")
+topo = load_module("topology", "filter_plugins")
 
 REDIS = [REDIS_HOME[0], {**REDIS_HOME[1], "redis_replica_of": "redis-primary"}]
 POSTGRES = [{**LOCAL, "inventory_hostname": "pg-primary", "postgres_port": 15432,

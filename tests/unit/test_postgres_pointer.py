@@ -7,7 +7,6 @@ loopback address (which the API server refuses as an endpoint) a Service without
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -27,10 +26,7 @@ tls = load_module("tls", "filter_plugins")
 def render(host: str, port: int = 5432, mode: str = "host", client_tls: dict[str, str] | None = None,
            ca_text: str = "-----BEGIN CERTIFICATE-----\n") -> list[dict[str, Any]]:
     """The pointer's objects; the Service (and EndpointSlice) first, the ConfigMap postgres-client last."""
-    spec = importlib.util.spec_from_file_location("sapphire_filters", REPO_ROOT / "filter_plugins" / "sapphire.py")
-    assert spec and spec.loader
-    filters = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(filters)
+    filters = load_module("sapphire", "filter_plugins")
     env = jinja2.Environment(autoescape=jinja2.select_autoescape(enabled_extensions=(), default_for_string=False))
     env.filters.update(filters.FilterModule().filters())
     env.filters["to_json"] = json.dumps

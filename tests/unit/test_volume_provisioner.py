@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("sapphire_volume_provisioner",
-                                               REPO_ROOT / "roles" / "cluster" / "files" / "volume_provisioner.py")
-assert _spec and _spec.loader
-vp = importlib.util.module_from_spec(_spec)
-sys.modules["sapphire_volume_provisioner"] = vp
-_spec.loader.exec_module(vp)
+vp = load_module("volume_provisioner", "roles/cluster/files")
 
 CLASS = "standard"
 VOLUMES = "/srv/local/clusters/local-primary/volumes"
