@@ -28,6 +28,27 @@ def _get(host: Mapping[str, Any], key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def _host_address(host: Mapping[str, Any]) -> str:
+    """The address the controller reaches a host's servers at: ansible_host as the inventory sets it, else loopback
+    for a local-connection host, else its inventory name."""
+    local = _get(host, "ansible_connection", "ssh") == "local"
+    return str(_get(host, "ansible_host") or ("127.0.0.1" if local else _get(host, "inventory_hostname", "")))
+
+
+def _port(host: Mapping[str, Any], key: str, default: int) -> int:
+    try:
+        return int(_get(host, key, default))
+    except (TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"{key} of {_get(host, 'inventory_hostname', '')} is not a port number") from exc
+
+
+def prometheus(host: Mapping[str, Any]) -> dict[str, Any]:
+    """Filter: {host, region, url} of the Prometheus a monitoring host (host mode) serves, as the controller reaches
+    it: http://<its address>:<prometheus_port, 9090>."""
+    return {"host": str(_get(host, "inventory_hostname", "")), "region": str(_get(host, "sapphire_region", "primary")),
+            "url": f"http://{_host_address(host)}:{_port(host, 'prometheus_port', 9090)}"}
+
+
 def endpoint(host: Mapping[str, Any], service: str, overrides: Mapping[str, Any] | None = None,
              external: bool = False) -> dict[str, Any]:
     """{host, address, port, region, role, provider} of one data server as the controller and the clusters reach
@@ -43,13 +64,9 @@ def endpoint(host: Mapping[str, Any], service: str, overrides: Mapping[str, Any]
         port_key = f"{service}_external_port"
         provider = str(_get(host, f"{service}_external_provider", "") or "unset")
     else:
-        local = _get(host, "ansible_connection", "ssh") == "local"
-        address = _get(host, f"{service}_address") or _get(host, "ansible_host") or ("127.0.0.1" if local else name)
+        address = _get(host, f"{service}_address") or _host_address(host)
         provider = "host"
-    try:
-        port = int(_get(host, port_key, default_port))
-    except (TypeError, ValueError) as exc:
-        raise AnsibleFilterError(f"{port_key} of {name} is not a port number") from exc
+    port = _port(host, port_key, default_port)
     override = (overrides or {}).get(name) or {}
     found = {"host": name, "address": str(address), "port": port,
              "region": str(_get(host, "sapphire_region", "primary")),
@@ -83,11 +100,13 @@ def _service(hosts: list[Mapping[str, Any]], service: str, live_region: str,
 def topology(clusters: list[Mapping[str, Any]], redis_hosts: list[Mapping[str, Any]],
              postgres_hosts: list[Mapping[str, Any]], state: Mapping[str, Any] | None = None,
              redis_mode: str = "host", postgres_mode: str = "host",
-             endpoints: Mapping[str, list[Mapping[str, Any]]] | None = None) -> dict[str, Any]:
+             endpoints: Mapping[str, list[Mapping[str, Any]]] | None = None,
+             monitoring_hosts: list[Mapping[str, Any]] | None = None) -> dict[str, Any]:
     """Filter: the topology from the hostvars of the clusters and data hosts and the platform state
     ({live_region, epoch, host_overrides}). A data service in host mode has the hosts of <service>_hosts as its
     servers; in external mode the hosts of group <service>_endpoints (endpoints: {redis: [...], postgres: [...]},
-    hostvars), one per region; in kubernetes mode none."""
+    hostvars), one per region; in kubernetes mode none. `prometheus` maps each region to the URL of the Prometheus
+    of its first host in monitoring_hosts (what a canary or a blue-green switch is analysed with)."""
     state = state or {}
     live_region = str(state.get("live_region") or "primary")
     overrides = state.get("host_overrides") or {}
@@ -98,6 +117,9 @@ def topology(clusters: list[Mapping[str, Any]], redis_hosts: list[Mapping[str, A
             return _service(list(endpoints.get(service) or []), service, live_region, overrides, external=True)
         return _service(hosts if mode == "host" else [], service, live_region, overrides)
 
+    prometheus_urls: dict[str, str] = {}
+    for found in map(prometheus, monitoring_hosts or []):
+        prometheus_urls.setdefault(found["region"], found["url"])
     regions: dict[str, list[str]] = {}
     for cluster in clusters or []:
         regions.setdefault(str(_get(cluster, "sapphire_region", "primary")), []).append(
@@ -108,6 +130,7 @@ def topology(clusters: list[Mapping[str, Any]], redis_hosts: list[Mapping[str, A
         "clusters": {"by_region": regions, "live": regions.get(live_region, [])},
         "redis": servers("redis", redis_hosts, redis_mode),
         "postgres": servers("postgres", postgres_hosts, postgres_mode),
+        "prometheus": prometheus_urls,
     }
 
 
@@ -252,4 +275,5 @@ class FilterModule:
                 "sapphire_external_target": external_target, "sapphire_service_checks": service_checks,
                 "sapphire_state_source": state_source, "sapphire_state_normalize": normalize_state,
                 "sapphire_state_cluster": state_cluster, "sapphire_lock_holder": lock_holder,
-                "sapphire_postgres_standbys": postgres_standbys, "sapphire_postgres_slot": postgres_slot}
+                "sapphire_postgres_standbys": postgres_standbys, "sapphire_postgres_slot": postgres_slot,
+                "sapphire_prometheus": prometheus}

@@ -198,3 +198,22 @@ def test_the_agents_view_agrees_with_the_live_primaries_or_fails_naming_both() -
     assert stale["status"] == "fail" and "10.0.0.9:5432" in stale["msg"] and "10.1.0.5:5433" in stale["msg"]
     missing = topo_mod.service_checks([], expected)[0]
     assert missing["status"] == "fail" and "no Service postgres" in missing["msg"]
+
+
+MONITORING = [{**LOCAL, "inventory_hostname": "monitoring-local", "prometheus_port": 19090},
+              {"inventory_hostname": "prom-dr-1", "ansible_host": "10.1.0.7", "sapphire_region": "dr"},
+              {"inventory_hostname": "prom-dr-2", "ansible_host": "10.1.0.8", "sapphire_region": "dr"}]
+
+
+def test_each_region_publishes_the_prometheus_of_its_first_monitoring_host() -> None:
+    # What a canary tier or a blue-green switch of that region is analysed with (agents_canary_prometheus_url unset).
+    assert topology(monitoring_hosts=MONITORING)["prometheus"] == {
+        "primary": "http://127.0.0.1:19090", "dr": "http://10.1.0.7:9090"}
+    assert topology()["prometheus"] == {}, "no monitoring host: no Prometheus to analyse with"
+
+
+def test_a_prometheus_is_reached_at_the_hosts_address_else_its_name() -> None:
+    assert topo_mod.prometheus({"inventory_hostname": "prom.example", "prometheus_port": "9091"}) == {
+        "host": "prom.example", "region": "primary", "url": "http://prom.example:9091"}
+    with pytest.raises(AnsibleFilterError, match=r"prometheus_port of prom\.example is not a port number"):
+        topo_mod.prometheus({"inventory_hostname": "prom.example", "prometheus_port": "http"})
