@@ -47,7 +47,8 @@ NAMESPACE_QUOTA: dict[str, str] = {
     "pods": "600", "persistentvolumeclaims": "20", "requests.storage": "500Gi", "requests.google.com/tpu": "96",
 }
 
-SECRET_NAMES = ("redis_password", "postgres_password", "postgres_replication_password", "postgres_agent_password",
+SECRET_NAMES = ("redis_password", "redis_agent_password", "redis_replication_password", "redis_monitor_password",
+                "postgres_password", "postgres_replication_password", "postgres_agent_password",
                 "postgres_coordinator_password", "postgres_monitor_password", "sapphire_exchange_api_key",
                 "sapphire_exchange_api_secret", "sapphire_telegram_bot_token", "grafana_admin_password")
 
@@ -123,6 +124,13 @@ def inventory(size: int, local_dir: str, secrets: dict[str, str], agent_tiers: d
         "postgres_database": "sapphire",
         "postgres_replication_user": "replicator",
         "grafana_admin_user": "admin",
+        # The login of each purpose (as inventories/local names them).
+        "redis_agent_user": "sapphire-agent",
+        "redis_replication_user": "sapphire-replica",
+        "redis_monitor_user": "sapphire-monitor",
+        "postgres_agent_user": "sapphire_agent",
+        "postgres_coordinator_user": "sapphire_coordinator",
+        "postgres_monitor_user": "sapphire_monitor",
         "trading_agents": ensemble(size),
         "workload_enabled": True,
         "workload_coordinator_port": PORTS["workload"],

@@ -131,12 +131,13 @@ class Bench:
             if busy:
                 raise SystemExit(f"ports {busy} are in use; the bench needs {benchlib.bench_ports()} free on 127.0.0.1 "
                                  "(change benchlib.PORTS or stop what listens there)")
+        # Throw-away secrets, kept between runs; one a newer platform requires is added to a file kept from before.
         secret_file = WORK_DIR / "secrets.json"
-        if not secret_file.exists():
-            generated = {name: f"bench-{secrets.token_urlsafe(18)}" for name in benchlib.SECRET_NAMES}
-            secret_file.write_text(json.dumps(generated))
+        bench_secrets = json.loads(secret_file.read_text()) if secret_file.exists() else {}
+        if missing := [name for name in benchlib.SECRET_NAMES if not bench_secrets.get(name)]:
+            bench_secrets.update({name: f"bench-{secrets.token_urlsafe(18)}" for name in missing})
+            secret_file.write_text(json.dumps(bench_secrets))
             secret_file.chmod(0o600)
-        bench_secrets = json.loads(secret_file.read_text())
         tiers = local_agent_tiers()
         for size in self.sizes:
             directory = self.inventory_dir(size)
@@ -231,7 +232,9 @@ class Bench:
         from kubernetes import client, config
 
         password = json.loads((WORK_DIR / "secrets.json").read_text())["redis_password"]
-        halt = redis.Redis(host="127.0.0.1", port=benchlib.PORTS["redis"], password=password, socket_timeout=5)
+        # The bench's Redis speaks TLS only (the redis role's redis_tls), against the platform CA the pki role made.
+        halt = redis.Redis(host="127.0.0.1", port=benchlib.PORTS["redis"], password=password, socket_timeout=5,
+                           ssl=True, ssl_ca_certs=str(LOCAL_DIR / "pki" / "ca.crt"))
         halt.delete("sapphire:halt")
         api = config.new_client_from_config(str(self.kubeconfig))
         apps, core = client.AppsV1Api(api), client.CoreV1Api(api)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import load_module
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -96,6 +97,22 @@ def test_inventory_is_separate_from_the_local_default() -> None:
     assert len(ports) == len(set(ports)), "two bench services on one port"
     assert all(platform[name] == SECRETS[name] for name in benchlib.SECRET_NAMES)
     assert "vault_redis_password" not in str(document)
+
+
+def test_inventory_gives_every_secret_the_deployed_roles_require() -> None:
+    # A secret a role's spec requires (or a login name) the bench leaves out stops `make bench` at the preflight, as
+    # the Redis ACL users' passwords once did. The bench has no backup store host: the backup_store role does not run.
+    required = set()
+    for role in ("namespace", "redis", "postgres", "monitoring", "agents", "accelerated", "workload"):
+        specs = yaml.safe_load((REPO_ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
+        required |= {name for spec in specs["argument_specs"].values()
+                     for name, option in (spec.get("options") or {}).items()
+                     if option.get("required") and option.get("no_log")}
+    # And every value of the platform's Secrets (the namespace role checks each before writing anything).
+    namespace_vars = yaml.safe_load((REPO_ROOT / "roles" / "namespace" / "vars" / "main.yml").read_text())
+    required |= {variable for keys in namespace_vars["__namespace_secrets"].values() for variable in keys.values()}
+    platform = benchlib.inventory(6, "/srv/bench/local", SECRETS)["all"]["vars"]
+    assert sorted(required - set(platform)) == []
 
 
 def test_inventory_refuses_missing_secrets() -> None:
